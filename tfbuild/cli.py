@@ -1,0 +1,238 @@
+"""`tfbuild`: make for .tflite files.
+
+Exit codes: 0 everything built or up to date, 1 a target failed (or, for status/check, something
+is out of date), 2 a user error (bad recipe, override, unknown target, missing file), 130 on
+Ctrl-C. Nothing on the planning path imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from tfbuild import __version__
+from tfbuild.errors import UserError
+
+COMMANDS = ("build", "list", "status", "explain", "check", "clean", "schema", "report")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tfbuild",
+        description="Build verified .tflite files and mobile loaders from Keras models, like make.",
+        epilog="commands: build (default), list, status, explain TARGET, check, clean [TARGET], "
+               "schema, report. TARGET is recipe, recipe:target or a glob ('*:int8'); "
+               "KEY=VALUE, +KEY=VALUE and ~KEY are Hydra overrides.")
+    parser.add_argument("command", nargs="?", default="build", help=argparse.SUPPRESS)
+    parser.add_argument("args", nargs="*", metavar="TARGET|OVERRIDE")
+    parser.add_argument("-C", "--directory", default=".", metavar="DIR", help="run in DIR, as make -C")
+    parser.add_argument("-j", "--jobs", type=int, default=1, metavar="N", help="recipes converted in parallel")
+    parser.add_argument("-k", "--keep-going", action="store_true", help="keep building after a failure")
+    parser.add_argument("-n", "--dry-run", action="store_true", help="say what would be built; change nothing")
+    parser.add_argument("-B", "--always-make", action="store_true", help="rebuild the selected targets")
+    parser.add_argument("-q", "--quiet", action="store_true", help="do not list up-to-date targets")
+    parser.add_argument("-o", "--output", metavar="FILE", help="report: where to write the HTML page")
+    parser.add_argument("--version", action="version", version=f"tfbuild {__version__}")
+    return parser
+
+
+def _split(args: list[str]) -> tuple[list[str], list[str]]:
+    overrides = [a for a in args if "=" in a or a.startswith("~")]
+    return [a for a in args if a not in overrides], overrides
+
+
+def _plans(project, patterns: list[str], overrides: list[str]):
+    from tfbuild.loaders import template_files
+    from tfbuild.plan import plan_recipe, tool_versions
+
+    versions = tool_versions()
+    plans = []
+    for loaded, targets in project.select(patterns, overrides):
+        plans += plan_recipe(project, loaded, targets, versions, template_files(project, loaded))
+    return plans
+
+
+def _classified(project, patterns, overrides, always=False):
+    from tfbuild.state import BuildState, classify
+
+    plans = _plans(project, patterns, overrides)
+    state = BuildState(project)
+    for plan in plans:
+        classify(plan, state, always=always)
+    return plans, state
+
+
+def cmd_build(project, options) -> int:
+    from tfbuild.report import Progress, exit_code, print_summary
+    from tfbuild.run import Builder, Options
+
+    patterns, overrides = _split(options.args)
+    if options.dry_run:
+        plans, _ = _classified(project, patterns, overrides, options.always_make)
+        return _print_dry_run(plans)
+    with _exclusive(project):
+        started = time.perf_counter()
+        plans, state = _classified(project, patterns, overrides, options.always_make)
+        progress = Progress(len(plans), quiet=options.quiet)
+        try:
+            outcomes = Builder(project, state, progress, Options(max(1, options.jobs), options.keep_going)).build(plans)
+        finally:
+            progress.close()
+            project.digests.save()
+        print_summary(progress, outcomes, time.perf_counter() - started)
+        return exit_code(outcomes)
+
+
+def _print_dry_run(plans) -> int:
+    work = [p for p in plans if p.action != "none"]
+    for plan in work:
+        verb = {"convert": "would convert", "render": "would render loaders for",
+                "rejected": "would report again (rejected)"}[plan.action]
+        print(f"{verb} {plan.id}: {'; '.join(plan.reasons)}")
+    print(f"{len(work)} of {len(plans)} target(s) out of date" if work else f"all {len(plans)} target(s) up to date")
+    return 0
+
+
+class _exclusive:
+    """One build per project: a second one waits, and says who it waits for."""
+
+    def __init__(self, project):
+        self.project = project
+
+    def __enter__(self):
+        from filelock import FileLock, Timeout
+
+        self.project.state_dir.mkdir(parents=True, exist_ok=True)
+        self.lock = FileLock(str(self.project.state_dir / "build.lock"))
+        owner = self.project.state_dir / "build.pid"
+        try:
+            self.lock.acquire(timeout=0.2)
+        except Timeout:
+            holder = owner.read_text().strip() if owner.is_file() else "unknown"
+            print(f"waiting for another tfbuild in this project (pid {holder}) to finish...", file=sys.stderr)
+            self.lock.acquire()
+        owner.write_text(str(os.getpid()))
+        return self
+
+    def __exit__(self, *exc):
+        self.lock.release()
+
+
+def cmd_status(project, options) -> int:
+    plans, _ = _classified(project, *_split(options.args))
+    stale = [p for p in plans if p.action != "none"]
+    for plan in plans:
+        if plan.action == "none":
+            if not options.quiet:
+                print(f"up to date  {plan.id}")
+        else:
+            print(f"{plan.action:<10}  {plan.id}: {'; '.join(plan.reasons)}")
+    return 1 if stale else 0
+
+
+def cmd_explain(project, options) -> int:
+    patterns, overrides = _split(options.args)
+    if not patterns:
+        raise UserError("explain needs a target", expected="tfbuild explain recipe:target")
+    plans, state = _classified(project, patterns, overrides)
+    for plan in plans:
+        entry = state.get(plan.id)
+        if plan.action == "none":
+            print(f"{plan.id} is up to date (key {plan.key[:12]}, built {time.ctime(entry['time'])})")
+            continue
+        print(f"{plan.id} needs to {plan.action.replace('convert', 'be converted').replace('render', 'render its loaders')}"
+              f"{'' if plan.action != 'rejected' else ''}:")
+        for reason in plan.reasons:
+            print(f"  - {reason}")
+    return 0
+
+
+def cmd_check(project, options) -> int:
+    from tfbuild.project import read_json
+    from tfbuild.state import check_lock
+
+    lock = read_json(project.lock_path)
+    if not lock:
+        raise UserError("no lock file", file=project.rel(project.lock_path),
+                        hint="run tfbuild once and commit tfbuild.lock")
+    plans = _plans(project, *_split(options.args))
+    bad = 0
+    for plan in plans:
+        reasons = check_lock(plan, lock)
+        if reasons:
+            bad += 1
+            print(f"{plan.id}: {'; '.join(reasons)}")
+    print(f"tfbuild.lock: {bad} of {len(plans)} target(s) do not match their inputs" if bad
+          else f"tfbuild.lock matches all {len(plans)} target(s)")
+    return 1 if bad else 0
+
+
+def cmd_clean(project, options) -> int:
+    from tfbuild.state import BuildState
+
+    patterns, overrides = _split(options.args)
+    with _exclusive(project):
+        state = BuildState(project)
+        plans = _plans(project, patterns, overrides)
+        for plan in plans:
+            shutil.rmtree(plan.out_dir, ignore_errors=True)
+            shutil.rmtree(project.state_dir / "rejected" / plan.loaded.name / plan.name, ignore_errors=True)
+            state.forget(plan.id)
+            print(f"removed {project.rel(plan.out_dir)}")
+        state.save()
+    return 0
+
+
+def cmd_list(project, options) -> int:
+    patterns, overrides = _split(options.args)
+    for loaded, targets in project.select(patterns, overrides):
+        print(f"{loaded.name}  ({loaded.file}, model {loaded.recipe.model.source})")
+        for name in targets:
+            target = loaded.recipe.targets[name]
+            extra = f", io {target.io}" if target.io != "float32" else ""
+            extra += ", select TF ops" if target.select_tf_ops else ""
+            print(f"  {loaded.name}:{name}  {target.quantize}{extra}")
+    return 0
+
+
+def cmd_schema(project, options) -> int:
+    from tfbuild.recipe import json_schema
+
+    print(json.dumps(json_schema(), indent=2))
+    return 0
+
+
+def cmd_report(project, options) -> int:
+    from tfbuild.html_report import write_report
+
+    plans, _ = _classified(project, *_split(options.args))
+    path = Path(options.output) if options.output else project.root / "build" / "report.html"
+    write_report(plans, path)
+    print(f"wrote {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from tfbuild.project import Project
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    options = _parser().parse_intermixed_args(argv)
+    if options.command not in COMMANDS:
+        options.args.insert(0, options.command)
+        options.command = "build"
+    try:
+        if options.command == "schema":
+            return cmd_schema(None, options)
+        project = Project.open(Path(options.directory))
+        return globals()[f"cmd_{options.command}"](project, options)
+    except UserError as err:
+        print(err.render(), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished targets are kept; the next run rebuilds the rest", file=sys.stderr)
+        return 130

@@ -1,0 +1,80 @@
+"""Content digests with a stat cache.
+
+A no-op build must not read a model of hundreds of megabytes to find it unchanged, so a file's
+digest is reused while its (inode, size, mtime_ns) are unchanged. A touch without a change
+rehashes once and then finds the same digest, so it never causes a rebuild.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+CHUNK = 1 << 20
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_json(value) -> str:
+    return sha256_bytes(json.dumps(value, sort_keys=True, separators=(",", ":")).encode())
+
+
+def _hash_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class DigestCache:
+    """Digests of files and directories, remembered by stat signature across runs."""
+
+    def __init__(self, cache_file: Path | None):
+        self.cache_file = cache_file
+        self.entries: dict[str, list] = {}
+        self.dirty = False
+        if cache_file is not None and cache_file.is_file():
+            try:
+                self.entries = json.loads(cache_file.read_text())
+            except (OSError, ValueError):
+                self.entries = {}
+
+    def file(self, path: Path) -> str | None:
+        """Digest of a file, or None if it does not exist."""
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return None
+        signature = [st.st_ino, st.st_size, st.st_mtime_ns]
+        key = str(Path(path).resolve())
+        cached = self.entries.get(key)
+        if cached and cached[:3] == signature:
+            return cached[3]
+        digest = _hash_file(path)
+        self.entries[key] = signature + [digest]
+        self.dirty = True
+        return digest
+
+    def path(self, path: Path) -> str | None:
+        """Digest of a file, or of a directory tree (names and contents), or None if missing."""
+        path = Path(path)
+        if path.is_dir():
+            parts = []
+            for child in sorted(p for p in path.rglob("*") if p.is_file()):
+                parts.append([child.relative_to(path).as_posix(), self.file(child)])
+            return sha256_json(parts)
+        return self.file(path)
+
+    def save(self) -> None:
+        if self.cache_file is None or not self.dirty:
+            return
+        self.cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.cache_file.with_name(f".{self.cache_file.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(self.entries, separators=(",", ":")))
+        os.replace(tmp, self.cache_file)
+        self.dirty = False

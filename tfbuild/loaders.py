@@ -1,0 +1,87 @@
+"""Glue between a built target and the code generator: context in, files written atomically.
+
+The context comes from the target's report.json (the signature LiteRT read from the built
+file) and golden.json, never from the recipe's idea of the model, so loaders cannot drift from
+the .tflite they ship with, and re-rendering needs no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from tfbuild import __version__
+from tfbuild.errors import UserError
+from tfbuild.plan import TargetPlan
+from tfbuild.project import LoadedRecipe, Project
+
+
+def override_dirs(project: Project, loaded: LoadedRecipe) -> list[Path]:
+    mobile = loaded.recipe.mobile
+    if mobile is None or mobile.templates is None:
+        return []
+    path = project.root / mobile.templates
+    if not path.is_dir():
+        raise UserError(f"template directory not found: {mobile.templates}", file=loaded.file,
+                        key="mobile.templates", expected="a directory relative to the project root")
+    return [path]
+
+
+def template_files(project: Project, loaded: LoadedRecipe) -> list[Path]:
+    if loaded.recipe.mobile is None:
+        return []
+    from tfbuild import codegen
+
+    return codegen.template_files(override_dirs(project, loaded))
+
+
+def _labels(project: Project, loaded: LoadedRecipe) -> list[str] | None:
+    spec = loaded.recipe.mobile.labels
+    if spec is None:
+        return None
+    lines = (project.root / spec).read_text(encoding="utf-8").splitlines()
+    return [line.strip() for line in lines if line.strip()]
+
+
+def context(project: Project, plan: TargetPlan) -> dict:
+    from tfbuild.run import read_golden, read_report
+
+    report = read_report(plan)
+    mobile = plan.loaded.recipe.mobile
+    signature = report["signature"]
+    golden = read_golden(plan)
+    if golden is not None:
+        keep = mobile.golden_samples
+        golden = {"count": min(keep, golden["count"]),
+                  "inputs": {k: v[:keep] for k, v in golden["inputs"].items()},
+                  "outputs": {k: v[:keep] for k, v in golden["outputs"].items()}}
+    return {
+        "recipe": plan.loaded.name, "target": plan.name, "model_file": plan.target.output,
+        "model_sha256": report["model_sha256"], "tfbuild_version": __version__,
+        "signature_key": signature["signature_key"], "inputs": signature["inputs"],
+        "outputs": signature["outputs"], "uses_flex": report.get("uses_flex", False),
+        "labels": _labels(project, plan.loaded),
+        "android": mobile.android.model_dump() if mobile.android else None,
+        "ios": mobile.ios.model_dump() if mobile.ios else None,
+        "golden": golden,
+    }
+
+
+def render_target(project: Project, plan: TargetPlan, stage: Path) -> list[Path]:
+    """Render every loader file for one target; stage each, then rename it into place."""
+    from tfbuild import codegen
+
+    files = codegen.render_loaders(context(project, plan), override_dirs(project, plan.loaded))
+    written = []
+    for relative, text in sorted(files.items()):
+        destination = (plan.out_dir / relative).resolve()
+        if plan.out_dir.resolve() not in destination.parents:
+            raise UserError(f"generated path escapes the build directory: {relative}",
+                            file=plan.loaded.file, key="mobile")
+        staged = stage / relative
+        staged.parent.mkdir(parents=True, exist_ok=True)
+        staged.write_text(text, encoding="utf-8")
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staged, destination)
+        written.append(destination)
+    return written

@@ -1,0 +1,178 @@
+"""What each target depends on, its key, and why it is (or is not) out of date.
+
+A target has two keys: the conversion key (everything that can change the .tflite and its
+report) and the loader key (the conversion key plus templates, mobile settings and labels).
+A template edit then re-renders Kotlin/Swift without reconverting, and without TensorFlow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from tfbuild import RECIPE_SCHEMA_VERSION, __version__
+from tfbuild.errors import UserError
+from tfbuild.fingerprint import sha256_json
+from tfbuild.project import LoadedRecipe, Project
+from tfbuild.registry import source_files
+
+TOOL_DISTRIBUTIONS = ("tensorflow", "keras", "ai-edge-litert")
+VERSIONS_SEAM = "TFBUILD_TOOL_VERSIONS"  # JSON dict; lets tests simulate a tool upgrade
+REPORT_FILE = "report.json"
+GOLDEN_FILE = "golden.json"
+
+
+def tool_versions() -> dict[str, str]:
+    """Versions that change outputs, read from package metadata (no import of TensorFlow)."""
+    found = {"tfbuild": __version__, "recipe-schema": str(RECIPE_SCHEMA_VERSION)}
+    for dist in TOOL_DISTRIBUTIONS:
+        try:
+            found[dist] = version(dist)
+        except PackageNotFoundError:
+            found[dist] = "missing"
+    found.update(json.loads(os.environ.get(VERSIONS_SEAM) or "{}"))
+    return found
+
+
+@dataclass
+class TargetPlan:
+    loaded: LoadedRecipe
+    name: str
+    out_dir: Path
+    key: str
+    inputs: dict[str, str]  # "file:<path>" / "version:<dist>" / "config" -> digest or value
+    config: dict[str, object]  # flattened resolved recipe keys this target depends on
+    loader_key: str | None
+    loader_inputs: dict[str, str]
+    action: str = "none"  # none | convert | render | rejected
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def id(self) -> str:
+        return f"{self.loaded.name}:{self.name}"
+
+    @property
+    def model_path(self) -> Path:
+        return self.out_dir / self.loaded.recipe.targets[self.name].output
+
+    @property
+    def target(self):
+        return self.loaded.recipe.targets[self.name]
+
+
+def flatten(value, prefix: str = "") -> dict[str, object]:
+    if isinstance(value, dict) and value:
+        out: dict[str, object] = {}
+        for key, item in value.items():
+            out.update(flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: value}
+
+
+def _input_path(project: Project, loaded: LoadedRecipe, spec: str, key: str) -> Path:
+    path = project.root / spec
+    if not path.exists():
+        raise UserError(f"file not found: {spec}", file=loaded.file, key=key,
+                        expected="a path relative to the project root")
+    return path
+
+
+def _py_source_files(project: Project, loaded: LoadedRecipe, spec: str, key: str) -> list[Path]:
+    return source_files(spec.removeprefix("py:"), [project.root], file=loaded.file, key=key)
+
+
+def conversion_inputs(project: Project, loaded: LoadedRecipe) -> dict[str, Path]:
+    """Every file the conversion of any target of this recipe reads, by display name."""
+    recipe = loaded.recipe
+    files: list[Path] = []
+    if recipe.model.source.startswith("py:"):
+        files += _py_source_files(project, loaded, recipe.model.source, "model.source")
+    else:
+        files.append(_input_path(project, loaded, recipe.model.source, "model.source"))
+    for name, spec in recipe.model.custom_objects.items():
+        files += source_files(spec, [project.root], file=loaded.file, key=f"model.custom_objects.{name}")
+    for key in ("calibration", "evaluation"):
+        spec = getattr(recipe.data, key)
+        if spec is None:
+            continue
+        if spec.startswith("py:"):
+            files += _py_source_files(project, loaded, spec, f"data.{key}")
+        else:
+            files.append(_input_path(project, loaded, spec, f"data.{key}"))
+    return {project.rel(p): p for p in files}
+
+
+def _check_needs(loaded: LoadedRecipe, target_name: str) -> None:
+    target = loaded.recipe.targets[target_name]
+    if target.quantize in ("int8", "int16x8") and loaded.recipe.data.calibration is None:
+        raise UserError(f"quantize: {target.quantize} needs calibration data", file=loaded.file,
+                        key=f"targets.{target_name}.quantize",
+                        expected="data.calibration: a .npz/.npy file or py:module:function")
+
+
+def plan_recipe(project: Project, loaded: LoadedRecipe, target_names: list[str],
+                versions: dict[str, str], template_files: list[Path]) -> list[TargetPlan]:
+    digests = project.digests
+    file_digests = {f"file:{name}": digests.path(path)
+                    for name, path in conversion_inputs(project, loaded).items()}
+    version_inputs = {f"version:{dist}": value for dist, value in versions.items()}
+    raw = loaded.raw
+    mobile = raw.get("mobile")
+    loader_files: dict[str, str] = {}
+    if mobile:
+        loader_files = {f"file:{project.rel(p)}": digests.file(p) for p in template_files}
+        if loaded.recipe.mobile.labels:
+            labels = _input_path(project, loaded, loaded.recipe.mobile.labels, "mobile.labels")
+            loader_files[f"file:{project.rel(labels)}"] = digests.file(labels)
+    out_root = loaded.output_dir(project.root)
+    plans = []
+    for name in target_names:
+        _check_needs(loaded, name)
+        config = flatten({key: raw.get(key) for key in ("model", "data", "accept")})
+        config.update(flatten(raw["targets"][name], f"targets.{name}"))
+        inputs = {**file_digests, **version_inputs, "config": sha256_json(config)}
+        key = sha256_json(inputs)
+        loader_inputs: dict[str, str] = {}
+        loader_key = None
+        if mobile:
+            loader_inputs = {**loader_files, "mobile": sha256_json(mobile), "conversion": key}
+            loader_key = sha256_json(loader_inputs)
+            config.update(flatten(mobile, "mobile"))
+        plans.append(TargetPlan(loaded=loaded, name=name, out_dir=out_root / name, key=key,
+                                inputs=inputs, config=config, loader_key=loader_key,
+                                loader_inputs=loader_inputs))
+    return plans
+
+
+def diff_inputs(old: dict, new: dict) -> list[str]:
+    """Human reasons for a key change, one per input that differs."""
+    reasons = []
+    for name in sorted(set(old) | set(new)):
+        before, after = old.get(name), new.get(name)
+        if before == after or name in ("config", "mobile", "conversion"):
+            continue
+        kind, _, label = name.partition(":")
+        if kind == "version":
+            reasons.append(f"{label} {before or 'none'} -> {after or 'none'}")
+        elif before is None:
+            reasons.append(f"{label} is a new input")
+        elif after is None:
+            reasons.append(f"{label} is no longer an input")
+        else:
+            reasons.append(f"{label} changed")
+    return reasons
+
+
+def diff_config(old: dict, new: dict) -> list[str]:
+    reasons = []
+    for key in sorted(set(old) | set(new)):
+        if old.get(key, "<unset>") != new.get(key, "<unset>"):
+            reasons.append(f"{key}: {_show(old.get(key, '<unset>'))} -> {_show(new.get(key, '<unset>'))}")
+    return reasons
+
+
+def _show(value) -> str:
+    return value if isinstance(value, str) else json.dumps(value)

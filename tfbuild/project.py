@@ -1,0 +1,149 @@
+"""A tfbuild project: a folder with `recipes/`, its state under `.tfbuild/` and `tfbuild.lock`.
+
+Composing recipes through Hydra costs more than the whole rest of a no-op build, so composed
+recipes are cached by the digests of every YAML file under `recipes/` plus the overrides.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tfbuild import recipe as recipe_mod
+from tfbuild.errors import UserError
+from tfbuild.fingerprint import DigestCache, sha256_json
+
+STATE_DIR = ".tfbuild"
+LOCK_FILE = "tfbuild.lock"
+COMPOSE_CACHE_LIMIT = 256
+
+
+@dataclass(frozen=True)
+class LoadedRecipe:
+    name: str
+    file: str  # as shown to the user, relative to the project root
+    raw: dict
+    recipe: recipe_mod.Recipe
+
+    def output_dir(self, root: Path) -> Path:
+        return root / (self.recipe.output_dir or f"build/{self.name}")
+
+
+@dataclass
+class Project:
+    root: Path
+    digests: DigestCache = field(repr=False)
+
+    @classmethod
+    def open(cls, directory: Path) -> "Project":
+        root = Path(directory).resolve()
+        if not root.is_dir():
+            raise UserError("no such directory", file=str(directory), expected="-C DIR naming a project folder")
+        if not (root / "recipes").is_dir():
+            raise UserError("not a tfbuild project: no recipes/ folder", file=str(root),
+                            hint="run tfbuild at the folder that holds recipes/, or pass -C DIR")
+        return cls(root=root, digests=DigestCache(root / STATE_DIR / "digests.json"))
+
+    @property
+    def recipes_dir(self) -> Path:
+        return self.root / "recipes"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / STATE_DIR
+
+    @property
+    def lock_path(self) -> Path:
+        return self.root / LOCK_FILE
+
+    def rel(self, path: Path) -> str:
+        path = Path(path)
+        try:
+            return path.resolve().relative_to(self.root).as_posix()
+        except ValueError:
+            return str(path)
+
+    def recipe_names(self) -> list[str]:
+        return recipe_mod.recipe_names(self.recipes_dir)
+
+    def load(self, name: str, overrides: list[str]) -> LoadedRecipe:
+        path = recipe_mod.recipe_file(self.recipes_dir, name)
+        shown = self.rel(path)
+        raw = self._composed(name, overrides, shown)
+        return LoadedRecipe(name=name, file=shown, raw=raw, recipe=recipe_mod.validate(raw, shown))
+
+    def _composed(self, name: str, overrides: list[str], shown: str) -> dict:
+        yaml_files = sorted(p for p in self.recipes_dir.rglob("*") if p.suffix in (".yaml", ".yml"))
+        cache_key = sha256_json([name, overrides, _hydra_version(),
+                                 [[self.rel(p), self.digests.file(p)] for p in yaml_files]])
+        cache_file = self.state_dir / "compose-cache.json"
+        cache = read_json(cache_file)
+        if cache_key in cache:
+            return cache[cache_key]
+        raw = recipe_mod.compose(self.recipes_dir, name, overrides, shown)
+        cache[cache_key] = raw
+        while len(cache) > COMPOSE_CACHE_LIMIT:
+            cache.pop(next(iter(cache)))
+        write_json_atomic(cache_file, cache)
+        return raw
+
+    def select(self, patterns: list[str], overrides: list[str]) -> list[tuple[LoadedRecipe, list[str]]]:
+        """Recipes and their target names matching `recipe`, `recipe:target` or globs of either."""
+        names = self.recipe_names()
+        if not names:
+            raise UserError("no recipes found", file=self.rel(self.recipes_dir),
+                            expected="one YAML file per model, e.g. recipes/digits.yaml")
+        wanted: dict[str, set[str] | None] = {}
+        for pattern in patterns or ["*"]:
+            recipe_glob, _, target_glob = pattern.partition(":")
+            matched = fnmatch.filter(names, recipe_glob)
+            if not matched:
+                raise UserError(f"no recipe matches {pattern!r}",
+                                expected=f"one of: {', '.join(names)}")
+            for name in matched:
+                if not target_glob:
+                    wanted[name] = None
+                elif wanted.get(name, set()) is not None:
+                    wanted.setdefault(name, set()).add(target_glob)
+        selected = []
+        for name, target_globs in wanted.items():
+            loaded = self.load(name, overrides)
+            targets = list(loaded.recipe.targets)
+            if target_globs is not None:
+                targets = [t for t in targets if any(fnmatch.fnmatchcase(t, g) for g in target_globs)]
+                if not targets:
+                    raise UserError(f"no target of recipe {name!r} matches {sorted(target_globs)}",
+                                    file=loaded.file, key="targets",
+                                    expected=f"one of: {', '.join(loaded.recipe.targets)}")
+            selected.append((loaded, targets))
+        if not any(targets for _, targets in selected):
+            raise UserError(f"no target matches {' '.join(patterns)}")
+        return selected
+
+
+def _hydra_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("hydra-core")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def write_json_atomic(path: Path, value, *, indent: int | None = None) -> None:
+    """Write beside the destination and rename in, so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    text = json.dumps(value, indent=indent, sort_keys=indent is not None)
+    tmp.write_text(text + ("\n" if indent is not None else ""))
+    os.replace(tmp, path)

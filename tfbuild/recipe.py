@@ -1,0 +1,278 @@
+"""Recipe schema (version 1), migrations, and loading through Hydra composition.
+
+A recipe is YAML a person writes by hand and commits, so every field is documented (the JSON
+Schema from `tfbuild schema` carries the descriptions to editors) and unknown keys are errors:
+a typo must never silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from tfbuild import RECIPE_SCHEMA_VERSION
+from tfbuild.errors import UserError
+
+NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
+DType = Literal["float32", "float16", "int8", "uint8", "int16", "int32", "int64", "bool"]
+Quantize = Literal["float32", "float16", "dynamic", "int8", "int16x8"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputSpec(Strict):
+    shape: list[int | None] = Field(
+        description="Full shape including the batch dimension; null keeps a dimension dynamic.")
+    dtype: DType = Field("float32", description="Element type of the input tensor.")
+
+
+class ModelSection(Strict):
+    source: str = Field(description=(
+        "Where the model comes from, relative to the project root: a .keras file, a legacy .h5 "
+        "file, a SavedModel directory, or `py:package.module:function` returning a Keras model."))
+    custom_objects: dict[str, str] = Field(default_factory=dict, description=(
+        "The registry: name in the saved model -> import path `package.module:Attribute`. "
+        "Registered names with a package prefix (`mypkg>Swish`) are accepted as keys."))
+    trust_code: bool = Field(False, description=(
+        "Allow deserialization that can run arbitrary code (Lambda layers, unsafe "
+        "deserialization). Only for models you produced yourself."))
+    inputs: dict[str, InputSpec] | None = Field(None, description=(
+        "Input signature, by input name, in call order. Required for subclassed models; "
+        "otherwise it overrides the model's own shapes (pin or keep dynamic dimensions)."))
+    batch_size: int | None = Field(1, ge=1, description=(
+        "Pin the batch dimension (1 suits mobile and lets recurrent layers convert to builtin "
+        "ops); null keeps it dynamic."))
+    signature: str | None = Field(None, description=(
+        "SavedModel sources only: the signature to convert (default serving_default)."))
+
+
+class DataSection(Strict):
+    calibration: str | None = Field(None, description=(
+        "Representative inputs for integer quantization: .npz (one array per input name), "
+        ".npy (single-input models) or `py:package.module:function` returning either."))
+    evaluation: str | None = Field(None, description=(
+        "Inputs (and optional `labels` array) used to check each target against the source model."))
+    calibration_samples: int = Field(200, ge=1, description="How many calibration samples to use.")
+    evaluation_samples: int = Field(200, ge=1, description="How many evaluation samples to check.")
+
+
+class Thresholds(Strict):
+    top1_agreement: float | None = Field(None, ge=0, le=1, description=(
+        "Minimum share of samples whose arg-max equals the source model's (classifier outputs)."))
+    min_accuracy: float | None = Field(None, ge=0, le=1, description=(
+        "Minimum accuracy against the evaluation labels."))
+    max_accuracy_drop: float | None = Field(None, ge=0, le=1, description=(
+        "Largest allowed drop from the source model's accuracy, e.g. 0.01 for one point."))
+    max_abs_error: float | None = Field(None, ge=0, description="Largest absolute error, any output element.")
+    mean_abs_error: float | None = Field(None, ge=0, description="Largest mean absolute error of an output.")
+    min_cosine: float | None = Field(None, ge=-1, le=1, description="Minimum cosine similarity per output.")
+    min_snr_db: float | None = Field(None, description="Minimum signal-to-noise ratio per output, dB.")
+    max_size_kb: float | None = Field(None, gt=0, description="Largest .tflite file size in KiB.")
+    max_latency_ms: float | None = Field(None, gt=0, description="Largest median latency in the LiteRT interpreter.")
+    latency_runs: int = Field(20, ge=1, description="Runs over which the median latency is taken.")
+    latency_threads: int = Field(1, ge=1, description="Interpreter threads for the latency measurement.")
+    waive: str | None = Field(None, description=(
+        "Reason for accepting a target that cannot be verified here (Flex ops). Required to "
+        "pass such a target when thresholds are set."))
+
+
+class Target(Strict):
+    quantize: Quantize = Field("float32", description=(
+        "float32 (no quantization), float16, dynamic (dynamic-range int8 weights), int8 (full "
+        "integer, calibrated), int16x8 (int16 activations, int8 weights, calibrated)."))
+    io: Literal["float32", "int8", "uint8", "int16"] = Field("float32", description=(
+        "Type of the model's inputs and outputs. int8/uint8 need quantize: int8; int16 needs int16x8."))
+    select_tf_ops: bool = Field(False, description=(
+        "Allow TensorFlow ops that have no builtin LiteRT kernel. The app then needs the Flex runtime."))
+    accept: Thresholds | None = Field(None, description="Acceptance thresholds; override `accept` defaults.")
+    output: str = Field("model.tflite", description="File name of the model inside the target's directory.")
+
+    @model_validator(mode="after")
+    def _io_matches_quantization(self) -> "Target":
+        if self.io in ("int8", "uint8") and self.quantize != "int8":
+            raise ValueError(f"io: {self.io} needs quantize: int8 (got quantize: {self.quantize})")
+        if self.io == "int16" and self.quantize != "int16x8":
+            raise ValueError(f"io: int16 needs quantize: int16x8 (got quantize: {self.quantize})")
+        return self
+
+    @field_validator("output")
+    @classmethod
+    def _plain_file_name(cls, value: str) -> str:
+        if not re.match(NAME_PATTERN, value) or value in (".", ".."):
+            raise ValueError("a plain file name (letters, digits, _ . -), no directories")
+        return value
+
+
+class AndroidSection(Strict):
+    package: str = Field(description="Kotlin package of the generated class, e.g. com.example.digits.")
+    class_name: str = Field(description="Name of the generated Kotlin class.")
+    api: Literal["compiled_model", "interpreter"] = Field("compiled_model", description=(
+        "compiled_model: LiteRT 2.x CompiledModel API; interpreter: classic org.tensorflow.lite.Interpreter."))
+
+
+class IOSSection(Strict):
+    class_name: str = Field(description="Name of the generated Swift class.")
+    delegates: list[Literal["coreml", "metal"]] = Field(default_factory=list, description="Optional delegates.")
+
+
+class MobileSection(Strict):
+    android: AndroidSection | None = None
+    ios: IOSSection | None = None
+    labels: str | None = Field(None, description="Text file, one class label per line.")
+    templates: str | None = Field(None, description="Directory whose templates override the built-in ones.")
+    golden_samples: int = Field(3, ge=1, le=100, description="Evaluation samples exported as golden vectors.")
+
+
+class Recipe(Strict):
+    tfbuild: Literal[1] = Field(description="Recipe schema version.")
+    model: ModelSection
+    data: DataSection = Field(default_factory=DataSection)
+    accept: Thresholds | None = Field(None, description="Threshold defaults for every target.")
+    targets: dict[str, Target] = Field(min_length=1, description="Named build targets.")
+    mobile: MobileSection | None = None
+    output_dir: str | None = Field(None, description=(
+        "Where outputs go, relative to the project root (default build/<recipe>)."))
+
+    @field_validator("targets")
+    @classmethod
+    def _target_names(cls, targets: dict[str, Target]) -> dict[str, Target]:
+        for name in targets:
+            if not re.match(NAME_PATTERN, name):
+                raise ValueError(f"target name {name!r}: use letters, digits, _ . -")
+        return targets
+
+    @field_validator("output_dir")
+    @classmethod
+    def _relative_inside_project(cls, value: str | None) -> str | None:
+        if value is not None and (Path(value).is_absolute() or ".." in Path(value).parts):
+            raise ValueError("a relative path inside the project (no '..', not absolute)")
+        return value
+
+
+# Each entry upgrades a raw recipe dict from version N to N+1, so old recipes keep building.
+MIGRATIONS: dict[int, Any] = {}
+
+
+def migrate(raw: dict, file: str) -> dict:
+    version = raw.get("tfbuild")
+    if not isinstance(version, int):
+        raise UserError("missing or invalid recipe schema version", file=file, key="tfbuild",
+                        expected=f"an integer, e.g. `tfbuild: {RECIPE_SCHEMA_VERSION}`")
+    if version > RECIPE_SCHEMA_VERSION:
+        raise UserError(f"recipe schema version {version} is newer than this tfbuild understands",
+                        file=file, key="tfbuild", expected=f"<= {RECIPE_SCHEMA_VERSION}",
+                        hint="upgrade tfbuild")
+    while version < RECIPE_SCHEMA_VERSION:
+        if version not in MIGRATIONS:
+            raise UserError(f"recipe schema version {version} is not supported", file=file,
+                            key="tfbuild", expected=f"1..{RECIPE_SCHEMA_VERSION}")
+        raw = MIGRATIONS[version](raw)
+        version = raw["tfbuild"]
+    return raw
+
+
+def validate(raw: dict, file: str) -> Recipe:
+    """Turn a composed dict into a Recipe, or a UserError naming every bad key path."""
+    raw = migrate(raw, file)
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as err:
+        problems = err.errors(include_url=False)
+        first = problems[0]
+        key = ".".join(str(part) for part in first["loc"]) or None
+        message = _describe(first)
+        if len(problems) > 1:
+            message += "".join(f"\n  also: {'.'.join(map(str, p['loc']))}: {_describe(p)}"
+                               for p in problems[1:])
+        raise UserError(message, file=file, key=key) from None
+
+
+def _describe(problem: dict) -> str:
+    kind = problem["type"]
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    text = problem["msg"].removeprefix("Value error, ")
+    if "input" in problem and kind not in ("model_type", "dict_type"):
+        text += f" (got {json.dumps(problem['input'], default=str)[:80]})"
+    return text
+
+
+def json_schema() -> dict:
+    schema = Recipe.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "tfbuild recipe"
+    return schema
+
+
+def recipe_names(recipes_dir: Path) -> list[str]:
+    """Recipes are the YAML files at the top of recipes/; sub-folders hold shared pieces."""
+    if not recipes_dir.is_dir():
+        return []
+    return sorted(p.stem for p in recipes_dir.iterdir()
+                  if p.suffix in (".yaml", ".yml") and p.is_file() and not p.name.startswith("."))
+
+
+def recipe_file(recipes_dir: Path, name: str) -> Path:
+    for suffix in (".yaml", ".yml"):
+        path = recipes_dir / f"{name}{suffix}"
+        if path.is_file():
+            return path
+    raise UserError(f"no recipe named {name!r}", file=str(recipes_dir),
+                    expected=f"one of: {', '.join(recipe_names(recipes_dir)) or '(none)'}")
+
+
+def check_yaml_syntax(path: Path, shown_as: str) -> None:
+    """Report YAML syntax errors with their line before Hydra hides them in a stack."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise UserError(f"{where}invalid YAML: {getattr(err, 'problem', None) or err}",
+                        file=shown_as) from None
+    if not isinstance(data, dict):
+        raise UserError("a recipe must be a mapping of keys", file=shown_as,
+                        expected="`tfbuild: 1`, `model:`, `targets:` ...")
+
+
+def compose(recipes_dir: Path, name: str, overrides: list[str], shown_as: str) -> dict:
+    """Compose one recipe with Hydra (defaults lists, key=value / +key=value / ~key overrides)."""
+    path = recipe_file(recipes_dir, name)
+    check_yaml_syntax(path, shown_as)
+    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(recipes_dir.resolve()), version_base=None):
+            cfg = hydra_compose(config_name=path.name, overrides=list(overrides))
+        return OmegaConf.to_container(cfg, resolve=True)
+    except (HydraException, OmegaConfBaseException, ValueError) as err:
+        raise _composition_error(err, overrides, shown_as) from None
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def _composition_error(err: Exception, overrides: list[str], shown_as: str) -> UserError:
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    culprit = next((o for o in overrides if o.split("=", 1)[0].lstrip("+~") in str(err)), None)
+    if culprit is None and "override" in str(err).lower() and overrides:
+        culprit = overrides[0] if len(overrides) == 1 else None
+    if culprit is not None:
+        return UserError(f"bad override {culprit!r}: {text}", file=shown_as,
+                         key=culprit.split("=", 1)[0].lstrip("+~"),
+                         expected="key=value for an existing key, +key=value to add one, ~key to delete")
+    return UserError(f"cannot compose recipe: {text}", file=shown_as)

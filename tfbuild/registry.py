@@ -1,0 +1,81 @@
+"""Custom objects and `py:` sources: import paths named in a recipe.
+
+Two halves on purpose: `source_files` finds the files behind an import path *without importing
+them* (the planner hashes them on every run, and importing user code could pull in TensorFlow);
+`load_object` imports for real, and only runs in a conversion worker.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import sys
+from pathlib import Path
+
+from tfbuild.errors import UserError
+
+IMPORT_PATH = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+
+
+def parse_import_path(spec: str, *, file: str, key: str) -> tuple[str, str]:
+    if not IMPORT_PATH.match(spec):
+        raise UserError(f"invalid import path {spec!r}", file=file, key=key,
+                        expected="package.module:Attribute, e.g. mylayers.activations:Swish")
+    module, attribute = spec.split(":", 1)
+    return module, attribute
+
+
+def _module_file(root: Path, dotted: str) -> Path | None:
+    base = root.joinpath(*dotted.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def source_files(spec: str, search_roots: list[Path], *, file: str, key: str) -> list[Path]:
+    """The module file and the package __init__ files above it, found on the search roots.
+
+    Modules installed elsewhere (site-packages) return [] and are covered by their
+    distribution version instead; a module found nowhere is a user error.
+    """
+    module, _ = parse_import_path(spec, file=file, key=key)
+    parts = module.split(".")
+    for root in search_roots:
+        found = _module_file(root, module)
+        if found is not None:
+            packages = [_module_file(root, ".".join(parts[:i])) for i in range(1, len(parts))]
+            return [p for p in packages if p is not None] + [found]
+    if _installed_elsewhere(parts[0]):
+        return []
+    raise UserError(f"cannot find module {module!r} for {spec!r}", file=file, key=key,
+                    expected="a module importable from the project root",
+                    hint="check the spelling, or install the package that provides it")
+
+
+def _installed_elsewhere(top_level: str) -> bool:
+    import importlib.util
+
+    if top_level in sys.builtin_module_names:
+        return True
+    try:
+        return importlib.util.find_spec(top_level) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def load_object(spec: str, *, file: str, key: str):
+    """Import `package.module:Attribute` for real (conversion workers only)."""
+    module_name, attribute = parse_import_path(spec, file=file, key=key)
+    try:
+        target = importlib.import_module(module_name)
+    except ImportError as err:
+        raise UserError(f"cannot import {module_name!r}: {err}", file=file, key=key,
+                        expected="a module importable from the project root") from None
+    for part in attribute.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise UserError(f"module {module_name!r} has no attribute {attribute!r}", file=file,
+                            key=key, expected="package.module:Attribute naming an existing object") from None
+    return target

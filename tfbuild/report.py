@@ -1,0 +1,145 @@
+"""What the user sees: live progress, one line per finished target, and the closing summary.
+
+On a terminal a rich progress bar shows what is running; anywhere else (CI logs, pipes) plain
+lines, so logs stay greppable. The summary table reads each target's report.json, so it shows
+the same numbers as the files on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+STATUS_STYLE = {"built": "green", "rendered": "green", "up-to-date": "dim", "failed": "red",
+                "rejected": "red", "skipped": "yellow", "error": "red"}
+
+
+class Progress:
+    def __init__(self, total: int, *, quiet: bool = False):
+        from rich.console import Console
+
+        self.console = Console(highlight=False)
+        if not self.console.is_terminal:
+            self.console = Console(highlight=False, width=200)
+        self.tty = self.console.is_terminal
+        self.total = total
+        self.done = 0
+        self.quiet = quiet
+        self.started = time.perf_counter()
+        self._bar = None
+        if self.tty and total:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, SpinnerColumn, \
+                TextColumn, TimeElapsedColumn
+
+            self._bar = Bar(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                            MofNCompleteColumn(), TimeElapsedColumn(), console=self.console, transient=True)
+            self._task = self._bar.add_task("building", total=total)
+            self._running: list[str] = []
+            self._bar.start()
+
+    def queued(self, plan) -> None:
+        pass
+
+    def start(self, plan) -> None:
+        if self._bar is not None:
+            self._running.append(plan.id)
+            self._bar.update(self._task, description="converting " + ", ".join(self._running))
+
+    def finish(self, outcome) -> None:
+        self.done += 1
+        plan = outcome.plan
+        if self._bar is not None:
+            if plan.id in self._running:
+                self._running.remove(plan.id)
+            self._bar.update(self._task, advance=1, description="converting " + ", ".join(self._running))
+        if outcome.status == "up-to-date" and self.quiet:
+            return
+        took = f" ({outcome.seconds:.1f}s)" if outcome.seconds else ""
+        style = STATUS_STYLE.get(outcome.status, "")
+        self.line(f"[{self.done}/{self.total}] [{style}]{outcome.status}[/] {plan.id}{took}")
+        for message in outcome.messages:
+            self.line(f"    {message}", markup=False)
+        for warning in outcome.warnings:
+            self.line(f"    warning: {warning}", markup=False)
+
+    def line(self, text: str, *, markup: bool = True) -> None:
+        self.console.print(text, markup=markup, highlight=False)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def _read_report(plan) -> dict | None:
+    try:
+        return json.loads((plan.out_dir / "report.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _headline_metrics(report: dict) -> str:
+    metrics = report.get("metrics") or {}
+    parts = []
+    accuracy = metrics.get("accuracy")
+    if accuracy:
+        parts.append(f"acc {accuracy['tflite']:.3f} (keras {accuracy['source']:.3f})")
+    for name, m in (metrics.get("outputs") or {}).items():
+        prefix = f"{name} " if len(metrics["outputs"]) > 1 else ""
+        if "top1_agreement" in m:
+            parts.append(f"{prefix}top1 {m['top1_agreement']:.3f}")
+        parts.append(f"{prefix}cos {m['cosine']:.4f}")
+    if not metrics:
+        parts.append(report.get("verdict", ""))
+    return ", ".join(parts)
+
+
+def summary_rows(outcomes) -> list[list[str]]:
+    reports = {o.plan.id: _read_report(o.plan) for o in outcomes}
+    float_sizes = {o.plan.loaded.name: reports[o.plan.id]["size_bytes"] for o in outcomes
+                   if reports[o.plan.id] and reports[o.plan.id].get("quantize") == "float32"}
+    rows = []
+    for outcome in outcomes:
+        report = reports[outcome.plan.id] if outcome.status not in ("failed", "rejected", "error", "skipped") else None
+        size = ratio = metrics = latency = ""
+        if report:
+            size = f"{report['size_bytes'] / 1024:.1f} KiB"
+            base = float_sizes.get(outcome.plan.loaded.name)
+            ratio = f"{report['size_bytes'] / base:.2f}x" if base else ""
+            metrics = _headline_metrics(report)
+            latency = f"{report['latency_ms']:.3f} ms" if report.get("latency_ms") is not None else ""
+        elif outcome.messages:
+            metrics = outcome.messages[0].splitlines()[0][:70]
+        rows.append([outcome.plan.id, outcome.status, size, ratio, metrics, latency,
+                     f"{outcome.seconds:.1f}s" if outcome.seconds else ""])
+    return rows
+
+
+def print_summary(progress: Progress, outcomes, elapsed: float) -> None:
+    from rich.table import Table
+
+    if not outcomes:
+        return
+    table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
+    for column in ("target", "status", "size", "vs fp32", "metrics", "latency", "time"):
+        table.add_column(column)
+    for row in summary_rows(outcomes):
+        table.add_row(*row, style=STATUS_STYLE.get(row[1], ""))
+    progress.console.print()
+    progress.console.print(table)
+    counts: dict[str, int] = {}
+    for outcome in outcomes:
+        counts[outcome.status] = counts.get(outcome.status, 0) + 1
+    order = ("built", "rendered", "up-to-date", "rejected", "failed", "error", "skipped")
+    summary = ", ".join(f"{counts[s]} {s}" for s in order if s in counts)
+    progress.console.print(f"{summary} in {elapsed:.1f}s", highlight=False)
+
+
+def exit_code(outcomes) -> int:
+    if any(o.status == "error" for o in outcomes):
+        return 2
+    return 0 if all(o.ok for o in outcomes) else 1
+
+
+def eprint(text: str) -> None:
+    print(text, file=sys.stderr)

@@ -1,0 +1,264 @@
+"""The scheduler: worker processes per recipe, atomic promotion, then state and lock.
+
+Order of writes is the whole crash-safety story: a worker writes into `.tfbuild/staging/`, the
+parent renames each finished file into `build/…`, renders loaders the same way, and only then
+records the target in the state and lock. Killed at any moment, the recorded digests no longer
+match (or the key is not recorded), so the next run rebuilds exactly what was interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import shutil
+import signal
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import wait
+from pathlib import Path
+
+from tfbuild.errors import UserError
+from tfbuild.plan import GOLDEN_FILE, REPORT_FILE, TargetPlan, tool_versions
+from tfbuild.project import Project
+from tfbuild.state import BuildState
+
+
+@dataclass
+class Outcome:
+    plan: TargetPlan
+    status: str  # built | rendered | up-to-date | failed | rejected | skipped | error
+    seconds: float = 0.0
+    messages: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("built", "rendered", "up-to-date")
+
+
+@dataclass
+class Options:
+    jobs: int = 1
+    keep_going: bool = False
+
+
+@dataclass
+class Job:
+    recipe: str
+    plans: list[TargetPlan]
+    process: object = None
+    connection: object = None
+    started: dict[str, float] = field(default_factory=dict)
+    pending: list[str] = field(default_factory=list)
+
+
+class Builder:
+    def __init__(self, project: Project, state: BuildState, progress, options: Options):
+        self.project = project
+        self.state = state
+        self.progress = progress
+        self.options = options
+        self.outcomes: list[Outcome] = []
+        self.stop_scheduling = False
+        self.staging = project.state_dir / "staging"
+        self.versions = tool_versions()
+
+    # ------------------------------------------------------------ entry
+
+    def build(self, plans: list[TargetPlan]) -> list[Outcome]:
+        shutil.rmtree(self.staging, ignore_errors=True)
+        jobs: dict[str, Job] = {}
+        for plan in plans:
+            if plan.action == "none":
+                self._finish(Outcome(plan, "up-to-date"))
+            elif plan.action == "rejected":
+                self._finish(Outcome(plan, "rejected", messages=plan.reasons))
+            elif plan.action == "render":
+                self._render_only(plan)
+            else:
+                jobs.setdefault(plan.loaded.name, Job(plan.loaded.name, [])).plans.append(plan)
+        self._run_jobs(list(jobs.values()))
+        shutil.rmtree(self.staging, ignore_errors=True)
+        return self.outcomes
+
+    def _finish(self, outcome: Outcome) -> None:
+        self.outcomes.append(outcome)
+        self.progress.finish(outcome)
+        if not outcome.ok and not self.options.keep_going:
+            self.stop_scheduling = True
+
+    # ------------------------------------------------------------ workers
+
+    def _run_jobs(self, queue: list[Job]) -> None:
+        running: dict[object, Job] = {}
+        try:
+            while queue or running:
+                while queue and len(running) < self.options.jobs and not self.stop_scheduling:
+                    job = queue.pop(0)
+                    self._spawn(job)
+                    running[job.connection] = job
+                if self.stop_scheduling:
+                    for job in queue:
+                        for plan in job.plans:
+                            self._finish(Outcome(plan, "skipped", messages=["not started: an earlier target failed (use -k)"]))
+                    queue = []
+                if not running:
+                    break
+                ready = wait(list(running) + [j.process.sentinel for j in running.values()], timeout=0.5)
+                for connection, job in list(running.items()):
+                    if connection in ready or job.process.sentinel in ready:
+                        if self._drain(job):
+                            running.pop(connection)
+                            self._reap(job)
+        except KeyboardInterrupt:
+            for job in running.values():
+                job.process.terminate()
+            raise
+
+    def _spawn(self, job: Job) -> None:
+        from tfbuild import worker
+
+        first = job.plans[0].loaded
+        payload = {
+            "recipe": first.recipe.model_dump(), "file": first.file, "root": str(self.project.root),
+            "log": str(self.project.state_dir / "logs" / f"{job.recipe}.log"),
+            "targets": [{"name": p.name, "recipe": job.recipe, "versions": self.versions,
+                         "stage": str(self.staging / job.recipe / p.name)} for p in job.plans],
+        }
+        context = multiprocessing.get_context("spawn")
+        parent, child = context.Pipe(duplex=False)
+        job.process = context.Process(target=worker.main, args=(payload, child), daemon=True,
+                                      name=f"tfbuild-{job.recipe}")
+        job.process.start()
+        child.close()
+        job.connection = parent
+        job.pending = [p.name for p in job.plans]
+        for plan in job.plans:
+            self.progress.queued(plan)
+
+    def _drain(self, job: Job) -> bool:
+        """Handle every message available; True when the job is over."""
+        while True:
+            try:
+                if not job.connection.poll():
+                    if job.process.is_alive():
+                        return False
+                    if not job.connection.poll():
+                        self._worker_died(job)
+                        return True
+                message = job.connection.recv()
+            except (EOFError, OSError):
+                self._worker_died(job)
+                return True
+            if self._handle(job, message):
+                return True
+
+    def _plan(self, job: Job, name: str) -> TargetPlan:
+        return next(p for p in job.plans if p.name == name)
+
+    def _handle(self, job: Job, message: dict) -> bool:
+        event = message["event"]
+        if event == "started":
+            job.started[message["target"]] = time.perf_counter()
+            self.progress.start(self._plan(job, message["target"]))
+            return False
+        if event in ("done", "failed"):
+            name = message["target"]
+            job.pending.remove(name)
+            plan = self._plan(job, name)
+            seconds = time.perf_counter() - job.started.get(name, time.perf_counter())
+            if event == "done":
+                self._finish(self._land(plan, message["result"], seconds))
+            else:
+                self.state.record(plan, verdict="failed", outputs=[], failures=[message["message"]])
+                self.state.save()
+                self._finish(Outcome(plan, "failed", seconds, [message["message"], f"log: {self._log(job)}"]))
+            return False
+        if event == "finished":
+            return True
+        if event == "user_error":
+            error = UserError.from_dict(message["error"])
+            self._fail_pending(job, "error", [error.render()])
+            return True
+        self._fail_pending(job, "failed", [f"worker crashed: {message['message']}", f"log: {self._log(job)}"])
+        return True
+
+    def _log(self, job: Job) -> str:
+        return self.project.rel(self.project.state_dir / "logs" / f"{job.recipe}.log")
+
+    def _worker_died(self, job: Job) -> None:
+        job.process.join(timeout=5)
+        code = job.process.exitcode
+        how = (f"killed by {signal.Signals(-code).name}" if code is not None and code < 0
+               else f"exit code {code}")
+        hint = " (out of memory?)" if code == -signal.SIGKILL else ""
+        self._fail_pending(job, "failed", [f"worker died: {how}{hint}", f"log: {self._log(job)}"])
+
+    def _fail_pending(self, job: Job, status: str, messages: list[str]) -> None:
+        for name in list(job.pending):
+            job.pending.remove(name)
+            self._finish(Outcome(self._plan(job, name), status, messages=messages))
+
+    def _reap(self, job: Job) -> None:
+        job.process.join(timeout=10)
+        if job.process.is_alive():
+            job.process.kill()
+        job.connection.close()
+
+    # ------------------------------------------------------------ promotion
+
+    def _land(self, plan: TargetPlan, result: dict, seconds: float) -> Outcome:
+        stage = self.staging / plan.loaded.name / plan.name
+        if result["verdict"] == "rejected":
+            kept = self.project.state_dir / "rejected" / plan.loaded.name / plan.name
+            promote(stage, kept, result["files"])
+            self.state.record(plan, verdict="rejected", outputs=[], failures=result["failures"])
+            self.state.save()
+            return Outcome(plan, "rejected", seconds, result["failures"] + [
+                f"kept for inspection: {self.project.rel(kept / plan.target.output)}; "
+                "the last good output is unchanged"], result["warnings"])
+        outputs = promote(stage, plan.out_dir, result["files"])
+        loader_outputs = self._render(plan) if plan.loader_key else None
+        self.state.record(plan, verdict="passed", outputs=outputs, failures=[], loader_outputs=loader_outputs)
+        self.state.save()
+        return Outcome(plan, "built", seconds, [], result["warnings"])
+
+    def _render(self, plan: TargetPlan) -> list[Path]:
+        from tfbuild.loaders import render_target
+
+        return render_target(self.project, plan, self.staging / "loaders" / plan.loaded.name / plan.name)
+
+    def _render_only(self, plan: TargetPlan) -> None:
+        started = time.perf_counter()
+        self.progress.start(plan)
+        entry = self.state.get(plan.id)
+        outputs = [self.project.root / rel for rel in entry["outputs"]]
+        try:
+            loader_outputs = self._render(plan)
+        except UserError as err:
+            self._finish(Outcome(plan, "error", messages=[err.render()]))
+            return
+        self.state.record(plan, verdict="passed", outputs=outputs, failures=[], loader_outputs=loader_outputs)
+        self.state.save()
+        self._finish(Outcome(plan, "rendered", time.perf_counter() - started))
+
+
+def promote(stage: Path, destination: Path, names: list[str]) -> list[Path]:
+    """Rename staged files into place one by one (same filesystem: each rename is atomic)."""
+    placed = []
+    for name in names:
+        target = destination / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(stage / name, target)
+        placed.append(target)
+    return placed
+
+
+def read_report(plan: TargetPlan) -> dict:
+    return json.loads((plan.out_dir / REPORT_FILE).read_text())
+
+
+def read_golden(plan: TargetPlan) -> dict | None:
+    path = plan.out_dir / GOLDEN_FILE
+    return json.loads(path.read_text()) if path.is_file() else None

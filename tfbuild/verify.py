@@ -1,0 +1,214 @@
+"""Acceptance: run the .tflite in the LiteRT interpreter and compare with the source model.
+
+No TensorFlow here: the reference outputs come in as arrays, the candidate runs in
+ai-edge-litert exactly as an app would run it (through its signature, with each tensor's own
+scale and zero point), so a verdict is about the file that ships, not about the converter.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+
+import numpy as np
+
+# Defaults per quantization mode when a recipe sets none (documented in docs/acceptance.md).
+DEFAULT_THRESHOLDS: dict[str, dict[str, float]] = {
+    "float32": {"min_cosine": 0.9999, "top1_agreement": 0.99},
+    "float16": {"min_cosine": 0.999, "top1_agreement": 0.98},
+    "dynamic": {"min_cosine": 0.99, "top1_agreement": 0.95},
+    "int8": {"min_cosine": 0.95, "top1_agreement": 0.9},
+    "int16x8": {"min_cosine": 0.99, "top1_agreement": 0.95},
+}
+CHECKED = ("top1_agreement", "min_accuracy", "max_accuracy_drop", "max_abs_error",
+           "mean_abs_error", "min_cosine", "min_snr_db", "max_size_kb", "max_latency_ms")
+FLEX_PREFIX = "Flex"
+INTEGER_DTYPES = ("int8", "uint8", "int16")
+
+
+def effective_thresholds(quantize: str, *layers: dict | None) -> tuple[dict, bool]:
+    """Mode defaults, then recipe-wide `accept`, then the target's; and whether the user set any."""
+    merged: dict = dict(DEFAULT_THRESHOLDS[quantize])
+    merged.update({"latency_runs": 20, "latency_threads": 1, "waive": None})
+    user_set = False
+    for layer in layers:
+        for key, value in (layer or {}).items():
+            if value is not None:
+                merged[key] = value
+                user_set = user_set or key in CHECKED
+    return merged, user_set
+
+
+# ---------------------------------------------------------------- model inspection
+
+def _ops(model_bytes: bytes) -> list[str]:
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.Model.GetRootAsModel(model_bytes, 0)
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    ops = set()
+    for i in range(model.OperatorCodesLength()):
+        code = model.OperatorCodes(i)
+        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+        custom = code.CustomCode()
+        ops.add(custom.decode() if custom else names.get(builtin, str(builtin)))
+    return sorted(ops)
+
+
+def uses_flex(model_bytes: bytes) -> bool:
+    return any(op.startswith(FLEX_PREFIX) for op in _ops(model_bytes))
+
+
+def _tensor(detail: dict) -> dict:
+    scale, zero_point = detail["quantization"]
+    return {
+        "name": detail["name"],
+        "shape": [int(d) for d in detail["shape"]],
+        "shape_signature": [int(d) for d in detail.get("shape_signature", detail["shape"])],
+        "dtype": np.dtype(detail["dtype"]).name,
+        "quantization": {"scale": float(scale), "zero_point": int(zero_point)} if scale else None,
+    }
+
+
+def interpreter(model_bytes: bytes, threads: int = 1):
+    from ai_edge_litert.interpreter import Interpreter
+
+    return Interpreter(model_content=model_bytes, num_threads=threads)
+
+
+def signature(model_bytes: bytes) -> dict:
+    """The signature apps see: names, shapes, dtypes and quantization of inputs and outputs."""
+    runner = interpreter(model_bytes).get_signature_runner()
+    ordered_inputs = runner.get_input_details()
+    ordered_outputs = runner.get_output_details()
+    return {
+        "signature_key": "serving_default",
+        "inputs": [_tensor({**d, "name": n}) for n, d in ordered_inputs.items()],
+        "outputs": [_tensor({**d, "name": n}) for n, d in ordered_outputs.items()],
+        "ops": _ops(model_bytes),
+    }
+
+
+# ---------------------------------------------------------------- running
+
+def quantize(values: np.ndarray, tensor: dict) -> np.ndarray:
+    q = tensor["quantization"]
+    dtype = np.dtype(tensor["dtype"])
+    if tensor["dtype"] not in INTEGER_DTYPES or not q:
+        return values.astype(dtype)
+    info = np.iinfo(dtype)
+    return np.clip(np.round(values / q["scale"] + q["zero_point"]), info.min, info.max).astype(dtype)
+
+
+def dequantize(values: np.ndarray, tensor: dict) -> np.ndarray:
+    q = tensor["quantization"]
+    if tensor["dtype"] not in INTEGER_DTYPES or not q:
+        return values.astype(np.float32)
+    return (values.astype(np.float32) - q["zero_point"]) * q["scale"]
+
+
+def run(model_bytes: bytes, inputs: dict[str, np.ndarray], batch: int) -> tuple[dict, dict, dict]:
+    """Run every sample; return (float outputs, raw inputs fed, raw outputs), all by name."""
+    sig = signature(model_bytes)
+    runner = interpreter(model_bytes).get_signature_runner()
+    count = len(next(iter(inputs.values())))
+    raw_in = {t["name"]: quantize(inputs[t["name"]], t) for t in sig["inputs"]}
+    chunks: dict[str, list] = {t["name"]: [] for t in sig["outputs"]}
+    for start in range(0, count - count % batch, batch):
+        result = runner(**{name: value[start:start + batch] for name, value in raw_in.items()})
+        for name in chunks:
+            chunks[name].append(np.array(result[name]))
+    raw_out = {name: np.concatenate(parts) for name, parts in chunks.items()}
+    floats = {t["name"]: dequantize(raw_out[t["name"]], t) for t in sig["outputs"]}
+    return floats, raw_in, raw_out
+
+
+def median_latency_ms(model_bytes: bytes, inputs: dict[str, np.ndarray], runs: int, threads: int) -> float:
+    sig = signature(model_bytes)
+    runner = interpreter(model_bytes, threads).get_signature_runner()
+    sample = {t["name"]: quantize(inputs[t["name"]][:1], t) for t in sig["inputs"]}
+    runner(**sample)  # warm-up: allocation and delegate preparation are not latency
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        runner(**sample)
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+# ---------------------------------------------------------------- metrics and verdict
+
+def _is_classifier(array: np.ndarray) -> bool:
+    return array.ndim == 2 and array.shape[1] >= 2
+
+
+def output_metrics(reference: np.ndarray, candidate: np.ndarray) -> dict:
+    ref = reference.astype(np.float64).reshape(len(reference), -1)
+    got = candidate.astype(np.float64).reshape(len(candidate), -1)
+    finite = bool(np.isfinite(got).all())
+    err = np.abs(ref - got) if finite else np.full_like(ref, np.inf)
+    noise = float(np.sum((ref - got) ** 2)) if finite else math.inf
+    signal = float(np.sum(ref ** 2))
+    norms = float(np.linalg.norm(ref) * np.linalg.norm(got)) if finite else 0.0
+    metrics = {
+        "finite": finite,
+        "max_abs_error": float(err.max()) if err.size else 0.0,
+        "mean_abs_error": float(err.mean()) if err.size else 0.0,
+        "cosine": float(np.sum(ref * got) / norms) if norms > 0 else (1.0 if finite and noise == 0 else 0.0),
+        "snr_db": (math.inf if noise == 0 else 10 * math.log10(signal / noise)) if finite and signal > 0 else -math.inf,
+    }
+    if _is_classifier(reference):
+        metrics["top1_agreement"] = float(np.mean(reference.argmax(1) == candidate.argmax(1))) if finite else 0.0
+    return metrics
+
+
+def compare(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray],
+            labels: np.ndarray | None) -> dict:
+    """Per-output metrics, plus accuracy of both models on labels for the first classifier output."""
+    per_output = {name: output_metrics(reference[name], candidate[name]) for name in reference}
+    result: dict = {"outputs": per_output, "samples": len(next(iter(reference.values())))}
+    classifier = next((n for n in reference if _is_classifier(reference[n])), None)
+    if labels is not None and classifier is not None:
+        truth = np.asarray(labels).reshape(-1)[: len(reference[classifier])]
+        result["accuracy"] = {
+            "output": classifier,
+            "source": float(np.mean(reference[classifier].argmax(1) == truth)),
+            "tflite": float(np.mean(candidate[classifier].argmax(1) == truth)),
+        }
+    return result
+
+
+def judge(metrics: dict, thresholds: dict, size_kb: float, latency_ms: float | None) -> list[str]:
+    """Every threshold missed, as `metric value <op> bound` (output named when there are several)."""
+    failures = []
+    outputs = metrics.get("outputs", {})
+    several = len(outputs) > 1
+    for name, m in outputs.items():
+        label = f"{name}: " if several else ""
+        if not m["finite"]:
+            failures.append(f"{label}outputs are not finite (NaN or Inf): the conversion is broken")
+            continue
+        checks = [("top1_agreement", m.get("top1_agreement"), ">="), ("max_abs_error", m["max_abs_error"], "<="),
+                  ("mean_abs_error", m["mean_abs_error"], "<="), ("min_cosine", m["cosine"], ">="),
+                  ("min_snr_db", m["snr_db"], ">=")]
+        for key, value, op in checks:
+            failures += _miss(label + key.removeprefix("min_"), value, op, thresholds.get(key))
+    accuracy = metrics.get("accuracy")
+    if accuracy:
+        failures += _miss("accuracy", accuracy["tflite"], ">=", thresholds.get("min_accuracy"))
+        failures += _miss("accuracy_drop", accuracy["source"] - accuracy["tflite"], "<=",
+                          thresholds.get("max_accuracy_drop"))
+    failures += _miss("size_kb", size_kb, "<=", thresholds.get("max_size_kb"))
+    failures += _miss("latency_ms", latency_ms, "<=", thresholds.get("max_latency_ms"))
+    return failures
+
+
+def _miss(name: str, value, op: str, bound) -> list[str]:
+    if bound is None or value is None:
+        return []
+    ok = value >= bound if op == ">=" else value <= bound
+    if ok:
+        return []
+    shown = "<" if op == ">=" else ">"
+    return [f"{name} {value:.4g} {shown} {bound:g} (by {abs(value - bound):.3g})"]
