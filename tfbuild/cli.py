@@ -35,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-k", "--keep-going", action="store_true", help="keep building after a failure")
     parser.add_argument("-n", "--dry-run", action="store_true", help="say what would be built; change nothing")
     parser.add_argument("-B", "--always-make", action="store_true", help="rebuild the selected targets")
-    parser.add_argument("-q", "--quiet", action="store_true", help="do not list up-to-date targets")
+    parser.add_argument("-v", "--verbose", action="store_true", help="also list up-to-date targets")
     parser.add_argument("-o", "--output", metavar="FILE", help="report: where to write the HTML page")
     parser.add_argument("--version", action="version", version=f"tfbuild {__version__}")
     return parser
@@ -78,7 +78,7 @@ def cmd_build(project, options) -> int:
     with _exclusive(project):
         started = time.perf_counter()
         plans, state = _classified(project, patterns, overrides, options.always_make)
-        progress = Progress(len(plans), quiet=options.quiet)
+        progress = Progress(len(plans), verbose=options.verbose)
         try:
             outcomes = Builder(project, state, progress, Options(max(1, options.jobs), options.keep_going)).build(plans)
         finally:
@@ -128,7 +128,7 @@ def cmd_status(project, options) -> int:
     stale = [p for p in plans if p.action != "none"]
     for plan in plans:
         if plan.action == "none":
-            if not options.quiet:
+            if options.verbose:
                 print(f"up to date  {plan.id}")
         else:
             print(f"{plan.action:<10}  {plan.id}: {'; '.join(plan.reasons)}")

@@ -263,8 +263,7 @@ def _converter(source: Source, target: Target, calibration: dict[str, np.ndarray
 
 
 def _representative(source: Source, calibration: dict[str, np.ndarray]):
-    batch = source.input_specs[0][1][0] if source.input_specs[0][1] else None
-    step = batch or 1
+    step = _batch(source)
     count = len(next(iter(calibration.values())))
 
     def samples():
@@ -357,8 +356,9 @@ def _build_target(recipe: Recipe, item: dict, source: Source, calibration, eval_
     stage = Path(item["stage"])
     stage.mkdir(parents=True, exist_ok=True)
     (stage / target.output).write_bytes(model_bytes)
-    report = verify_model(model_bytes, source, eval_inputs, labels, reference, thresholds, user_set,
-                          batch=source.input_specs[0][1][0] or 1 if source.input_specs[0][1] else 1)
+    golden_count = recipe.mobile.golden_samples if recipe.mobile else 3
+    report = verify_model(model_bytes, eval_inputs, labels, reference, thresholds, user_set,
+                          batch=_batch(source), golden_count=golden_count)
     report.update({
         "recipe": item["recipe"], "target": item["name"], "quantize": target.quantize, "io": target.io,
         "select_tf_ops": target.select_tf_ops, "evaluated_on": eval_from, "versions": item["versions"],
@@ -376,8 +376,13 @@ def _build_target(recipe: Recipe, item: dict, source: Source, calibration, eval_
             "warnings": report["warnings"], "timings": report["timings"]}
 
 
-def verify_model(model_bytes: bytes, source: Source, eval_inputs, labels, reference, thresholds: dict,
-                 user_set: bool, batch: int) -> dict:
+def _batch(source: Source) -> int:
+    shape = source.input_specs[0][1]
+    return (shape[0] if shape else None) or 1
+
+
+def verify_model(model_bytes: bytes, eval_inputs, labels, reference, thresholds: dict,
+                 user_set: bool, batch: int, golden_count: int = 3) -> dict:
     """Report dict with verdict passed / rejected / unverified, and its failures and warnings."""
     size_kb = len(model_bytes) / 1024
     warnings: list[str] = []
@@ -391,9 +396,9 @@ def verify_model(model_bytes: bytes, source: Source, eval_inputs, labels, refere
         verdict = "rejected" if failures else "unverified"
         if thresholds.get("waive"):
             warnings.append(f"verification waived: {thresholds['waive']}")
-        signature = {"signature_key": "serving_default", "ops": [], "inputs": [], "outputs": []}
         return {"verdict": verdict, "failures": failures, "warnings": warnings, "metrics": {},
-                "latency_ms": None, "signature": signature, "uses_flex": True, "golden": None}
+                "latency_ms": None, "signature": verify.signature(model_bytes), "uses_flex": True,
+                "golden": None}
     signature = verify.signature(model_bytes)
     candidate, raw_in, raw_out = verify.run(model_bytes, eval_inputs, batch)
     used = len(next(iter(candidate.values())))
@@ -402,7 +407,7 @@ def verify_model(model_bytes: bytes, source: Source, eval_inputs, labels, refere
     latency = verify.median_latency_ms(model_bytes, eval_inputs, int(thresholds["latency_runs"]),
                                        int(thresholds["latency_threads"]))
     failures = verify.judge(metrics, thresholds, size_kb, latency)
-    golden_count = min(3, used)
+    golden_count = min(golden_count, used)
     golden = {"count": golden_count,
               "inputs": {k: v[:golden_count].tolist() for k, v in raw_in.items()},
               "outputs": {k: v[:golden_count].tolist() for k, v in raw_out.items()}}

@@ -16,7 +16,7 @@ STATUS_STYLE = {"built": "green", "rendered": "green", "up-to-date": "dim", "fai
 
 
 class Progress:
-    def __init__(self, total: int, *, quiet: bool = False):
+    def __init__(self, total: int, *, verbose: bool = False):
         from rich.console import Console
 
         self.console = Console(highlight=False)
@@ -25,7 +25,7 @@ class Progress:
         self.tty = self.console.is_terminal
         self.total = total
         self.done = 0
-        self.quiet = quiet
+        self.verbose = verbose
         self.started = time.perf_counter()
         self._bar = None
         if self.tty and total:
@@ -53,7 +53,7 @@ class Progress:
             if plan.id in self._running:
                 self._running.remove(plan.id)
             self._bar.update(self._task, advance=1, description="converting " + ", ".join(self._running))
-        if outcome.status == "up-to-date" and self.quiet:
+        if outcome.status == "up-to-date" and not self.verbose:
             return
         took = f" ({outcome.seconds:.1f}s)" if outcome.seconds else ""
         style = STATUS_STYLE.get(outcome.status, "")
@@ -119,6 +119,9 @@ def print_summary(progress: Progress, outcomes, elapsed: float) -> None:
     from rich.table import Table
 
     if not outcomes:
+        return
+    if all(o.status == "up-to-date" for o in outcomes):
+        progress.console.print(f"tfbuild: all {len(outcomes)} target(s) up to date ({elapsed:.2f}s)")
         return
     table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
     for column in ("target", "status", "size", "vs fp32", "metrics", "latency", "time"):

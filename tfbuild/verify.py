@@ -60,14 +60,37 @@ def uses_flex(model_bytes: bytes) -> bool:
     return any(op.startswith(FLEX_PREFIX) for op in _ops(model_bytes))
 
 
-def _tensor(detail: dict) -> dict:
-    scale, zero_point = detail["quantization"]
+def _tensor(name: str, tensor, schema) -> dict:
+    types = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    shape = [int(d) for d in tensor.ShapeAsNumpy()] if tensor.ShapeLength() else []
+    shape_signature = ([int(d) for d in tensor.ShapeSignatureAsNumpy()]
+                       if tensor.ShapeSignatureLength() else list(shape))
+    quant = tensor.Quantization()
+    scale = float(quant.ScaleAsNumpy()[0]) if quant is not None and quant.ScaleLength() else 0.0
+    zero = int(quant.ZeroPointAsNumpy()[0]) if quant is not None and quant.ZeroPointLength() else 0
+    return {"name": name, "shape": shape, "shape_signature": shape_signature,
+            "dtype": types.get(tensor.Type(), str(tensor.Type())),
+            "quantization": {"scale": scale, "zero_point": zero} if scale else None}
+
+
+def signature(model_bytes: bytes) -> dict:
+    """The signature apps see, read from the flatbuffer itself (works for Flex models too)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.Model.GetRootAsModel(model_bytes, 0)
+    if not model.SignatureDefsLength():
+        raise ValueError("the model has no signature")
+    sig = model.SignatureDefs(0)
+    graph = model.Subgraphs(sig.SubgraphIndex())
+
+    def tensors(count, get):
+        return [_tensor(get(i).Name().decode(), graph.Tensors(get(i).TensorIndex()), schema)
+                for i in range(count)]
     return {
-        "name": detail["name"],
-        "shape": [int(d) for d in detail["shape"]],
-        "shape_signature": [int(d) for d in detail.get("shape_signature", detail["shape"])],
-        "dtype": np.dtype(detail["dtype"]).name,
-        "quantization": {"scale": float(scale), "zero_point": int(zero_point)} if scale else None,
+        "signature_key": sig.SignatureKey().decode(),
+        "inputs": tensors(sig.InputsLength(), sig.Inputs),
+        "outputs": tensors(sig.OutputsLength(), sig.Outputs),
+        "ops": _ops(model_bytes),
     }
 
 
@@ -75,19 +98,6 @@ def interpreter(model_bytes: bytes, threads: int = 1):
     from ai_edge_litert.interpreter import Interpreter
 
     return Interpreter(model_content=model_bytes, num_threads=threads)
-
-
-def signature(model_bytes: bytes) -> dict:
-    """The signature apps see: names, shapes, dtypes and quantization of inputs and outputs."""
-    runner = interpreter(model_bytes).get_signature_runner()
-    ordered_inputs = runner.get_input_details()
-    ordered_outputs = runner.get_output_details()
-    return {
-        "signature_key": "serving_default",
-        "inputs": [_tensor({**d, "name": n}) for n, d in ordered_inputs.items()],
-        "outputs": [_tensor({**d, "name": n}) for n, d in ordered_outputs.items()],
-        "ops": _ops(model_bytes),
-    }
 
 
 # ---------------------------------------------------------------- running

@@ -1,0 +1,50 @@
+"""Tiny Keras models for tests, saved into a project (seconds to build, real weights)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+RNG = np.random.default_rng(0)
+
+
+def keras():
+    import keras as k
+
+    return k
+
+
+def dense_classifier(path: Path | None = None, *, features: int = 8, classes: int = 4, seed: int = 0):
+    k = keras()
+    k.utils.set_random_seed(seed)
+    inputs = k.Input((features,), name="features")
+    hidden = k.layers.Dense(16, activation="relu")(inputs)
+    outputs = k.layers.Dense(classes, activation="softmax", name="probs")(hidden)
+    model = k.Model(inputs, outputs)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        model.save(path)
+    return model
+
+
+def features(count: int = 64, width: int = 8, seed: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).random((count, width), dtype=np.float32)
+
+
+def write_dense_project(project, *, targets: str = "fp32: {}", extra: str = "", name: str = "clf") -> None:
+    """A one-recipe project: dense classifier + calibration/evaluation data."""
+    dense_classifier(project.path(f"models/{name}.keras"))
+    x = features()
+    project.save_arrays(f"data/{name}.npz", features=x, labels=np.arange(len(x)) % 4)
+    indented = "\n".join("  " + line for line in targets.strip().splitlines())
+    project.recipe(name, f"""\
+tfbuild: 1
+model:
+  source: models/{name}.keras
+data:
+  calibration: data/{name}.npz
+  evaluation: data/{name}.npz
+targets:
+{indented}
+{extra}""")

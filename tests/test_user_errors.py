@@ -1,0 +1,112 @@
+"""Every user mistake: exit 2, one message naming the file and key path, no traceback, and
+nothing written. These run the real command in a subprocess and never reach TensorFlow."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import assert_user_error
+
+GOOD = """\
+tfbuild: 1
+model:
+  source: models/m.keras
+data:
+  calibration: data/calib.npz
+targets:
+  fp32: {}
+  int8: {quantize: int8}
+"""
+
+
+@pytest.fixture
+def proj(project):
+    project.write("models/m.keras", "not really a model, planning never reads it as one")
+    project.write("data/calib.npz", "")
+    return project
+
+
+def test_bad_yaml_names_file_and_line(proj):
+    proj.recipe("m", "tfbuild: 1\nmodel: [unclosed\n")
+    assert_user_error(proj.run("-n"), "recipes/m.yaml", "line ", "invalid YAML")
+
+
+def test_unknown_key_names_key_path(proj):
+    proj.recipe("m", GOOD.replace("  fp32: {}", "  fp32: {quantise: float16}"))
+    assert_user_error(proj.run("-n"), "recipes/m.yaml: targets.fp32.quantise: unknown key")
+
+
+def test_wrong_type_says_what_was_expected(proj):
+    proj.recipe("m", GOOD.replace("quantize: int8", "quantize: int7"))
+    result = proj.run("-n")
+    assert_user_error(result, "targets.int8.quantize", "'float32', 'float16', 'dynamic', 'int8' or 'int16x8'")
+
+
+def test_missing_required_key(proj):
+    proj.recipe("m", GOOD.replace("  source: models/m.keras\n", "  trust_code: false\n"))
+    assert_user_error(proj.run("-n"), "model.source: required key is missing")
+
+
+def test_missing_model_file(proj):
+    proj.recipe("m", GOOD.replace("models/m.keras", "models/nope.keras"))
+    assert_user_error(proj.run("-n"), "recipes/m.yaml: model.source: file not found: models/nope.keras")
+
+
+def test_bad_custom_object_import_path(proj):
+    proj.recipe("m", GOOD.replace("  source: models/m.keras\n",
+                                  "  source: models/m.keras\n  custom_objects:\n    Swish: not a path\n"))
+    assert_user_error(proj.run("-n"), "model.custom_objects.Swish", "invalid import path")
+
+
+def test_custom_object_module_not_found(proj):
+    proj.recipe("m", GOOD.replace("  source: models/m.keras\n",
+                                  "  source: models/m.keras\n  custom_objects:\n    Swish: nosuchpkg.act:Swish\n"))
+    assert_user_error(proj.run("-n"), "model.custom_objects.Swish", "cannot find module 'nosuchpkg.act'")
+
+
+def test_unknown_target(proj):
+    proj.recipe("m", GOOD)
+    assert_user_error(proj.run("m:int4"), "no target of recipe 'm' matches", "fp32, int8")
+    assert_user_error(proj.run("nosuch"), "no recipe matches 'nosuch'")
+
+
+def test_bad_override_names_the_override(proj):
+    proj.recipe("m", GOOD)
+    assert_user_error(proj.run("-n", "targets.int9.io=int8"), "bad override 'targets.int9.io=int8'")
+    assert_user_error(proj.run("-n", "targets.int8.io=int7"), "targets.int8.io")
+
+
+def test_int8_needs_calibration_data(proj):
+    proj.recipe("m", GOOD.replace("  calibration: data/calib.npz\n", "  evaluation: data/calib.npz\n"))
+    assert_user_error(proj.run("-n"), "targets.int8.quantize", "needs calibration data")
+
+
+def test_io_int8_needs_int8_quantization(proj):
+    proj.recipe("m", GOOD.replace("  fp32: {}", "  fp32: {io: int8}"))
+    assert_user_error(proj.run("-n"), "targets.fp32", "io: int8 needs quantize: int8")
+
+
+def test_output_cannot_escape_build_dir(proj):
+    proj.recipe("m", GOOD.replace("  fp32: {}", "  fp32: {output: ../../evil.tflite}"))
+    assert_user_error(proj.run("-n"), "targets.fp32.output")
+    proj.recipe("m", GOOD + "output_dir: ../outside\n")
+    assert_user_error(proj.run("-n"), "output_dir")
+
+
+def test_newer_schema_version_is_refused_clearly(proj):
+    proj.recipe("m", GOOD.replace("tfbuild: 1", "tfbuild: 9"))
+    assert_user_error(proj.run("-n"), "tfbuild: recipe schema version 9 is newer", "upgrade tfbuild")
+
+
+def test_not_a_project(tmp_path):
+    from conftest import Project
+
+    result = Project(tmp_path / "x").run("-C", str(tmp_path / "nowhere"))
+    assert_user_error(result, "no such directory")
+
+
+def test_user_errors_write_nothing(proj):
+    proj.recipe("m", GOOD.replace("  fp32: {}", "  fp32: {quantise: float16}"))
+    proj.run()
+    assert not proj.path("build").exists()
+    assert not proj.path("tfbuild.lock").exists()
