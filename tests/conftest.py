@@ -36,7 +36,8 @@ class Project:
 
     def __init__(self, root: Path):
         self.root = root
-        (root / "recipes").mkdir(parents=True, exist_ok=True)
+        for folder in ("recipes", "models", "data"):
+            (root / folder).mkdir(parents=True, exist_ok=True)
 
     def write(self, relative: str, text: str) -> Path:
         path = self.root / relative

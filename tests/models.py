@@ -15,11 +15,12 @@ def keras():
     return k
 
 
-def dense_classifier(path: Path | None = None, *, features: int = 8, classes: int = 4, seed: int = 0):
+def dense_classifier(path: Path | None = None, *, features: int = 8, classes: int = 4, seed: int = 0,
+                     hidden: int = 16):
     k = keras()
     k.utils.set_random_seed(seed)
     inputs = k.Input((features,), name="features")
-    hidden = k.layers.Dense(16, activation="relu")(inputs)
+    hidden = k.layers.Dense(hidden, activation="relu")(inputs)
     outputs = k.layers.Dense(classes, activation="softmax", name="probs")(hidden)
     model = k.Model(inputs, outputs)
     if path is not None:
@@ -32,9 +33,10 @@ def features(count: int = 64, width: int = 8, seed: int = 1) -> np.ndarray:
     return np.random.default_rng(seed).random((count, width), dtype=np.float32)
 
 
-def write_dense_project(project, *, targets: str = "fp32: {}", extra: str = "", name: str = "clf") -> None:
+def write_dense_project(project, *, targets: str = "fp32: {}", extra: str = "", name: str = "clf",
+                        hidden: int = 16) -> None:
     """A one-recipe project: dense classifier + calibration/evaluation data."""
-    dense_classifier(project.path(f"models/{name}.keras"))
+    dense_classifier(project.path(f"models/{name}.keras"), hidden=hidden)
     x = features()
     project.save_arrays(f"data/{name}.npz", features=x, labels=np.arange(len(x)) % 4)
     indented = "\n".join("  " + line for line in targets.strip().splitlines())

@@ -258,7 +258,8 @@ def compose(recipes_dir: Path, name: str, overrides: list[str], shown_as: str) -
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(recipes_dir.resolve()), version_base=None):
-            cfg = hydra_compose(config_name=path.name, overrides=list(overrides))
+            base = OmegaConf.to_container(hydra_compose(config_name=path.name), resolve=False) if overrides else {}
+            cfg = hydra_compose(config_name=path.name, overrides=[_forced(o, base) for o in overrides])
         return OmegaConf.to_container(cfg, resolve=True)
     except (HydraException, OmegaConfBaseException, ValueError) as err:
         raise _composition_error(err, overrides, shown_as) from None
@@ -266,8 +267,46 @@ def compose(recipes_dir: Path, name: str, overrides: list[str], shown_as: str) -
         GlobalHydra.instance().clear()
 
 
+def _forced(override: str, base: dict) -> str:
+    """`key=value` for a field the schema knows becomes Hydra's add-or-set (`++key=value`).
+
+    Recipes leave most fields at their defaults, and a user overriding a documented field should
+    not need to know whether the YAML spelled it out. Unknown keys, and names of targets or
+    registry entries the recipe does not have, stay errors (a typo must not add a target).
+    """
+    if override[:1] in "+~" or "=" not in override:
+        return override
+    key = override.split("=", 1)[0]
+    return f"++{override}" if schema_knows(key.split("."), base) else override
+
+
+def schema_knows(path: list[str], base: dict | None, model: type[BaseModel] = Recipe) -> bool:
+    """Whether `path` names a schema field, through dict entries that exist in `base`."""
+    import typing
+
+    if not path:
+        return True
+    field = model.model_fields.get(path[0])
+    if field is None:
+        return False
+    here = base.get(path[0]) if isinstance(base, dict) else None
+    annotation = field.annotation
+    if typing.get_origin(annotation) is dict:
+        if len(path) < 2 or not isinstance(here, dict) or path[1] not in here:
+            return len(path) == 1
+        value_type = typing.get_args(annotation)[1]
+        if isinstance(value_type, type) and issubclass(value_type, BaseModel):
+            return schema_knows(path[2:], here[path[1]], value_type)
+        return len(path) == 2
+    for arg in typing.get_args(annotation) or (annotation,):
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return schema_knows(path[1:], here, arg)
+    return len(path) == 1
+
+
 def _composition_error(err: Exception, overrides: list[str], shown_as: str) -> UserError:
-    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    text = "; ".join(lines[:2]) if lines else type(err).__name__
     culprit = next((o for o in overrides if o.split("=", 1)[0].lstrip("+~") in str(err)), None)
     if culprit is None and "override" in str(err).lower() and overrides:
         culprit = overrides[0] if len(overrides) == 1 else None
