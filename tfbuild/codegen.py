@@ -37,28 +37,25 @@ IOS_DELEGATES = ("coreml", "metal")
 KOTLIN_HARD_KEYWORDS = frozenset(
     "as break class continue do else false for fun if in interface is null object package return "
     "super this throw true try typealias typeof val var when while".split())
-# Modifiers, soft and Java keywords are legal Kotlin identifiers but are confusing (and `it`,
-# `field`, `value` have special meanings in lambdas/accessors), so generated names avoid them too.
-KOTLIN_AVOID = frozenset(
-    "by catch constructor delegate dynamic field file finally get import init param property "
-    "receiver set setparam value where actual abstract annotation companion const crossinline "
-    "data enum expect external final infix inline inner internal lateinit noinline open operator "
-    "out override private protected public reified sealed suspend tailrec vararg it".split())
+# Java keywords are legal in Kotlin, but @JvmField properties so named are unusable from Java,
+# and an Android namespace cannot contain them.
 JAVA_KEYWORDS = frozenset(
     "abstract assert boolean break byte case catch char class const continue default do double "
     "else enum extends final finally float for goto if implements import instanceof int interface "
     "long native new package private protected public return short static strictfp super switch "
     "synchronized this throw throws transient try void volatile while true false null var record "
     "yield sealed permits".split())
+# Swift's reserved words (declarations, statements, expressions and types), plus Type/Protocol,
+# which cannot be member names, and some/any/async, which change how a declaration parses.
 SWIFT_KEYWORDS = frozenset(
-    "associatedtype borrowing class consuming deinit enum extension fileprivate func import init "
-    "inout internal let nonisolated open operator precedencegroup private protocol public rethrows "
-    "static struct subscript typealias var break case catch continue default defer do else "
-    "fallthrough for guard if in repeat return throw switch where while Any as await false is nil "
-    "self Self super throws true try async some any Type Protocol consume copy discard each macro "
-    "package actor isolated get set willSet didSet lazy mutating nonmutating optional override "
-    "required convenience dynamic final indirect infix postfix prefix unowned weak".split())
-RESERVED_CAMEL = KOTLIN_HARD_KEYWORDS | KOTLIN_AVOID | JAVA_KEYWORDS | SWIFT_KEYWORDS
+    "associatedtype class deinit enum extension fileprivate func import init inout internal let "
+    "open operator private precedencegroup protocol public rethrows static struct subscript "
+    "typealias var break case catch continue default defer do else fallthrough for guard if in "
+    "repeat return throw switch where while Any as await false is nil self Self super throws true "
+    "try Type Protocol some any async".split())
+# Standard functions the generated bodies call unqualified while the inputs are parameters.
+CALLED_UNQUALIFIED = frozenset({"check", "require"})
+RESERVED_CAMEL = KOTLIN_HARD_KEYWORDS | JAVA_KEYWORDS | SWIFT_KEYWORDS | CALLED_UNQUALIFIED
 
 # Type names the templates use unqualified: a user class with one of these names would shadow it.
 RESERVED_TYPES = frozenset(
@@ -105,7 +102,8 @@ _WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
 # ---------------------------------------------------------------------------------------------
 
 def words(text: str) -> list[str]:
-    """Split any string into lower-case ASCII words ("inputIDs_2" -> input, ids, 2).
+    """Split any string into lower-case ASCII words ("serving_default_imageData:0" -> serving,
+    default, image, data, 0).
 
     Accents are folded first so "café" still yields a readable "cafe" instead of vanishing.
     """

@@ -114,6 +114,8 @@ def _load_error(err: Exception, file: str) -> UserError:
     missing = re.search(r"Could not locate (?:class|function) '([^']+)'|Unknown (?:layer|object)[^']*'([^']+)'", text)
     if missing:
         name = missing.group(1) or missing.group(2)
+        registered = re.findall(r"'registered_name': '([^']+)'", text[missing.end():])
+        name = next((r for r in registered if r.rsplit(">", 1)[-1] == name), name)
         return UserError(f"the model uses {name!r}, which is not registered", file=file,
                          key=f"model.custom_objects.{name}",
                          expected=f"{name}: package.module:{name.rsplit('>', 1)[-1]}")

@@ -59,7 +59,10 @@ class Progress:
         style = STATUS_STYLE.get(outcome.status, "")
         self.line(f"[{self.done}/{self.total}] [{style}]{outcome.status}[/] {plan.id}{took}")
         for message in outcome.messages:
-            self.line(f"    {message}", markup=False)
+            if outcome.status == "error":
+                print(message, file=sys.stderr)  # user errors read the same wherever they arise
+            else:
+                self.line(f"    {message}", markup=False)
         for warning in outcome.warnings:
             self.line(f"    warning: {warning}", markup=False)
 
