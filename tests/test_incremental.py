@@ -1,0 +1,247 @@
+"""make semantics: rebuild exactly when an input that can change an output changed, say why,
+and never lose a good output. Builds are real (spawned workers, real TensorFlow)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from models import dense_classifier, features
+
+pytestmark = pytest.mark.slow
+
+TWO_RECIPES = {
+    "a": """\
+tfbuild: 1
+model:
+  source: models/a.keras
+  custom_objects: {Scale: acme.layers:Scale}
+data: {calibration: data/a.npz, evaluation: data/a.npz}
+targets:
+  fp32: {}
+  int8: {quantize: int8, io: int8}
+""",
+    "b": """\
+tfbuild: 1
+model: {source: models/b.keras}
+targets:
+  fp32: {}
+""",
+}
+
+
+@pytest.fixture
+def built(project):
+    """Two recipes, built once: a (with a registry module and data) and b."""
+    project.write("acme/__init__.py", "")
+    project.write("acme/layers.py", "import keras\n\n\nclass Scale(keras.layers.Layer):\n    pass\n")
+    dense_classifier(project.path("models/a.keras"))
+    dense_classifier(project.path("models/b.keras"), seed=1)
+    project.save_arrays("data/a.npz", features=features(32))
+    for name, text in TWO_RECIPES.items():
+        project.recipe(name, text)
+    result = project.run("-j2")
+    assert result.code == 0, result.text
+    assert "3 built" in result.out
+    return project
+
+
+def would_convert(project, *args, env=None) -> set[str]:
+    result = project.run("-n", *args, env=env)
+    assert result.code == 0, result.text
+    return {line.split()[2].rstrip(":") for line in result.out.splitlines() if line.startswith("would convert")}
+
+
+def explain(project, target, *args, env=None) -> str:
+    result = project.run("explain", target, *args, env=env)
+    assert result.code == 0, result.text
+    return result.out
+
+
+def tree_snapshot(root) -> dict:
+    return {str(p.relative_to(root)): (p.stat().st_mtime_ns, p.read_bytes())
+            for p in root.rglob("*") if p.is_file()}
+
+
+def test_noop_build_rebuilds_nothing_imports_no_tensorflow_and_rehashes_nothing(built):
+    script = (
+        "import sys, tfbuild.fingerprint as f\n"
+        "calls = []\n"
+        "real = f._hash_file\n"
+        "f._hash_file = lambda p: calls.append(p) or real(p)\n"
+        "from tfbuild.cli import main\n"
+        f"code = main(['-C', {str(built.root)!r}])\n"
+        "assert code == 0, code\n"
+        "heavy = [m for m in ('tensorflow', 'keras', 'ai_edge_litert') if m in sys.modules]\n"
+        "print('HEAVY', heavy, 'HASHED', len(calls))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert "all 3 target(s) up to date" in out
+    assert "HEAVY [] HASHED 0" in out
+
+
+def test_touch_without_change_rebuilds_nothing(built):
+    for path in ("models/a.keras", "data/a.npz", "acme/layers.py", "recipes/a.yaml"):
+        os.utime(built.path(path))
+    assert would_convert(built) == set()
+
+
+def test_each_kind_of_input_rebuilds_exactly_the_affected_targets(built):
+    original = built.path("models/a.keras").read_bytes()
+    dense_classifier(built.path("models/a.keras"), seed=5)
+    assert would_convert(built) == {"a:fp32", "a:int8"}
+    assert "models/a.keras changed" in explain(built, "a:fp32")
+    built.path("models/a.keras").write_bytes(original)  # new mtime, same bytes: up to date again
+    assert would_convert(built) == set()
+
+    built.write("acme/layers.py", built.path("acme/layers.py").read_text() + "# tuned\n")
+    assert would_convert(built) == {"a:fp32", "a:int8"}
+    assert "acme/layers.py changed" in explain(built, "a:int8")
+    built.write("acme/layers.py", "import keras\n\n\nclass Scale(keras.layers.Layer):\n    pass\n")
+
+    built.save_arrays("data/a.npz", features=features(32, seed=9))
+    assert would_convert(built) == {"a:fp32", "a:int8"}
+    assert "data/a.npz changed" in explain(built, "a:fp32")
+    built.save_arrays("data/a.npz", features=features(32))
+
+    built.recipe("a", TWO_RECIPES["a"].replace("io: int8", "io: uint8"))
+    assert would_convert(built) == {"a:int8"}
+    assert "targets.int8.io: int8 -> uint8" in explain(built, "a:int8")
+    built.recipe("a", TWO_RECIPES["a"])
+
+    assert would_convert(built, "a", "targets.fp32.accept.max_size_kb=64") == {"a:fp32"}
+    assert "targets.fp32.accept.max_size_kb: <unset> -> 64" in explain(built, "a:fp32", "targets.fp32.accept.max_size_kb=64")
+
+    upgraded = {"TFBUILD_TOOL_VERSIONS": json.dumps({"tensorflow": "99.0.0"})}
+    assert would_convert(built, env=upgraded) == {"a:fp32", "a:int8", "b:fp32"}
+    assert "-> 99.0.0" in explain(built, "b:fp32", env=upgraded)
+    assert would_convert(built) == set()
+
+
+def test_only_the_changed_target_is_reconverted(built):
+    before = built.path("build/a/int8/model.tflite").read_bytes()
+    built.recipe("a", TWO_RECIPES["a"].replace("  fp32: {}", "  fp32: {quantize: float16}"))
+    result = built.run()
+    assert result.code == 0, result.text
+    assert "built a:fp32" in result.out and "1 built" in result.out
+    assert built.path("build/a/int8/model.tflite").read_bytes() == before
+
+
+def test_deleted_or_edited_output_is_rebuilt(built):
+    built.path("build/a/fp32/model.tflite").unlink()
+    built.path("build/b/fp32/report.json").write_text("{}")
+    assert would_convert(built) == {"a:fp32", "b:fp32"}
+    assert "build/a/fp32/model.tflite is missing" in explain(built, "a:fp32")
+    result = built.run()
+    assert result.code == 0 and "2 built" in result.out, result.text
+    assert built.path("build/a/fp32/model.tflite").is_file()
+
+
+def test_dry_run_changes_nothing_on_disk(built):
+    dense_classifier(built.path("models/b.keras"), seed=3)
+    before = tree_snapshot(built.root)
+    assert would_convert(built, "-B") == {"a:fp32", "a:int8", "b:fp32"}
+    assert tree_snapshot(built.root) == before
+
+
+def test_always_make_and_clean(built):
+    result = built.run("-B", "b")
+    assert result.code == 0 and "1 built" in result.out, result.text
+    cleaned = built.run("clean", "a:int8")
+    assert cleaned.code == 0
+    assert not built.path("build/a/int8").exists() and built.path("build/a/fp32/model.tflite").exists()
+    assert would_convert(built) == {"a:int8"}
+    lock = json.loads(built.path("tfbuild.lock").read_text())
+    assert "a:int8" not in lock["targets"] and "a:fp32" in lock["targets"]
+
+
+def test_check_gates_the_lock_without_tensorflow(built):
+    check = built.run("check")
+    assert check.code == 0, check.text
+    lock = json.loads(built.path("tfbuild.lock").read_text())
+    entry = lock["targets"]["a:int8"]
+    assert entry["inputs"]["file:models/a.keras"] and entry["versions"]["tensorflow"]
+    assert "build/a/int8/model.tflite" in entry["outputs"]
+    built.save_arrays("data/a.npz", features=features(32, seed=4))
+    stale = built.run("check")
+    assert stale.code == 1
+    assert "a:fp32: data/a.npz changed" in stale.out and "b:fp32" not in stale.out
+    status = built.run("status")
+    assert status.code == 1 and "a:int8: data/a.npz changed" in status.out
+
+
+KILLER = """\
+import os, signal
+
+
+def make():
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+GATE = """\
+import os
+
+
+def make():
+    with open(os.environ["GATE"]) as gate:  # blocks until the test opens the other end
+        gate.read()
+    import keras
+    return keras.saving.load_model("models/b.keras")
+"""
+
+
+def test_killed_worker_fails_its_target_while_others_build(built):
+    built.write("killer.py", KILLER)
+    built.recipe("c", "tfbuild: 1\nmodel: {source: 'py:killer:make'}\ntargets: {fp32: {}}\n")
+    result = built.run("-k", "-B")
+    assert result.code == 1, result.text
+    assert "failed c:fp32" in result.out and "worker died: killed by SIGKILL" in result.out
+    assert "3 built" in result.out
+
+
+@pytest.fixture
+def gated(built, tmp_path):
+    gate = tmp_path / "gate"
+    os.mkfifo(gate)
+    built.write("gate.py", GATE)
+    built.recipe("g", "tfbuild: 1\nmodel: {source: 'py:gate:make'}\ntargets: {fp32: {}}\n")
+    os.environ["GATE"] = str(gate)
+    yield built, gate
+    del os.environ["GATE"]
+
+
+def test_sigkill_of_the_whole_build_rebuilds_just_the_interrupted_target(gated):
+    project, gate = gated
+    dense_classifier(project.path("models/b.keras"), seed=2)  # b:fp32 is out of date too
+    build = project.popen("-j1")
+    with open(gate, "w"):  # returns once the g worker is inside its model load, after b was built
+        os.killpg(build.pid, signal.SIGKILL)
+    build.wait()
+    assert would_convert(project) == {"g:fp32"}
+    assert project.path("build/b/fp32/model.tflite").is_file()
+    gate.unlink()
+    gate.write_text("")
+    result = project.run()
+    assert result.code == 0 and "1 built" in result.out, result.text
+
+
+def test_concurrent_builds_wait_for_each_other(gated):
+    project, gate = gated
+    first = project.popen()
+    writer = open(gate, "w")  # the first build now holds the project lock, inside a conversion
+    second = project.popen()
+    waiting = second.stderr.readline()
+    assert "waiting for another tfbuild" in waiting and str(first.pid) in waiting
+    writer.close()
+    out1, err1 = first.communicate(timeout=300)
+    out2, err2 = second.communicate(timeout=300)
+    assert first.returncode == 0, out1 + err1
+    assert second.returncode == 0, out2 + err2
+    assert "1 built" in out1 and "up to date" in out2
+    assert json.loads(project.path("tfbuild.lock").read_text())["targets"].keys() == {"a:fp32", "a:int8", "b:fp32", "g:fp32"}
