@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 import re
 import unicodedata
 from pathlib import Path
@@ -145,13 +146,13 @@ def identifier_words(text: str, role: str) -> list[str]:
     return ws
 
 
-def unique_words(names: list[str], role_of: list[str], taken: set[str] | None = None) -> list[list[str]]:
+def unique_words(names: list[str], role_of: list[str]) -> list[list[str]]:
     """Identifier words for each name, de-duplicated with numeric suffixes.
 
     Collisions are judged on the case- and separator-free spelling, so two results can never
     share a camelCase, PascalCase or SCREAMING_SNAKE form.
     """
-    seen = {t.lower() for t in (taken or ())}
+    seen: set[str] = set()
     result = []
     for name, role in zip(names, role_of):
         base = identifier_words(name, role)
@@ -301,32 +302,52 @@ def _require(ctx: dict, keys: tuple[str, ...], where: str) -> None:
         raise ValueError(f"{where} is missing keys: {', '.join(missing)}")
 
 
+def _number(value: object) -> float | None:
+    """A real number from Python or NumPy scalars; None for anything else (bools and strings
+    included: a "0.5" in ctx is a bug upstream, not a number)."""
+    if isinstance(value, (bool, str, bytes)):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _integer(value: object) -> int | None:
+    """An exact integer from Python or NumPy scalars (2.0 counts, 2.5 and True do not);
+    true integers go through __index__ so int64 values keep all their digits."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        number = _number(value)
+        return int(number) if number is not None and number.is_integer() else None
+
+
 def _quantization(raw: object, dtype: str, name: str) -> dict | None:
     """Scale/zero point for quantizable integer tensors; None when the tensor is plain."""
     if not raw or not DTYPES[dtype]["quantizable"] or not raw.get("scale"):
         return None
-    scale, zero_point = raw["scale"], raw.get("zero_point", 0)
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) \
-            or scale <= 0:
-        raise ValueError(f"tensor {name!r}: invalid quantization scale {scale!r}")
-    if isinstance(zero_point, bool) or int(zero_point) != zero_point:
-        raise ValueError(f"tensor {name!r}: invalid zero point {zero_point!r}")
-    return {"scale": float(scale), "zero_point": int(zero_point)}
+    scale, zero_point = _number(raw["scale"]), _integer(raw.get("zero_point", 0))
+    if scale is None or not math.isfinite(scale) or scale <= 0:
+        raise ValueError(f"tensor {name!r}: invalid quantization scale {raw['scale']!r}")
+    if zero_point is None:
+        raise ValueError(f"tensor {name!r}: invalid zero point {raw.get('zero_point')!r}")
+    return {"scale": scale, "zero_point": zero_point}
 
 
 def _dims(values: object, name: str, allow_dynamic: bool) -> list[int]:
     """Validated dimensions; -1 (dynamic) is only meaningful in a shape_signature."""
-    if not isinstance(values, (list, tuple)) or any(
-            isinstance(v, bool) or not isinstance(v, int) for v in values):
-        raise ValueError(f"tensor {name!r}: shape must be a list of ints, got {values!r}")
-    if any(v < (-1 if allow_dynamic else 0) for v in values):
+    dims = [_integer(v) for v in values] if isinstance(values, (list, tuple)) else [None]
+    if any(d is None or d < (-1 if allow_dynamic else 0) for d in dims):
         raise ValueError(f"tensor {name!r}: invalid dimensions {values!r}")
-    return [int(v) for v in values]
+    return dims
 
 
 def _product(values: list[int]) -> int:
-    """Element count; a scalar (rank 0) tensor holds one element."""
-    return math.prod(values) if values else 1
+    """Element count; a scalar (rank 0) tensor holds one element, as math.prod([]) says."""
+    return math.prod(values)
 
 
 def _tensor_view(raw: dict, ident: list[str], role: str) -> dict:
@@ -387,15 +408,17 @@ def _json_value(value: object, dtype: str) -> object:
     """A JSON scalar for one raw tensor value; non-finite floats as strings (JSON has none)."""
     if dtype == "bool":
         return bool(value)
+    number = _number(value)
+    if number is None:
+        raise ValueError(f"golden value {value!r} is not a number")
     if dtype == "float32":
-        number = float(value)
         if math.isfinite(number):
             return number
         return "NaN" if math.isnan(number) else ("Infinity" if number > 0 else "-Infinity")
-    number = float(value)
-    if number != int(number):
+    integer = _integer(value)
+    if integer is None:
         raise ValueError(f"golden value {value!r} is not an integer for dtype {dtype}")
-    return int(number)
+    return integer
 
 
 def _flatten(value: object) -> list:

@@ -1,0 +1,114 @@
+"""Acceptance: thresholds that pass and fail like tests, int8 edges de/quantized with each
+tensor's own parameters, per-output checks, latency, and broken conversions caught."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from models import dense_classifier, features, write_dense_project
+from tfbuild import verify
+
+
+def test_quantize_and_dequantize_by_hand():
+    tensor = {"dtype": "int8", "quantization": {"scale": 0.25, "zero_point": -3}}
+    values = np.array([0.5, -1.0, 100.0, -100.0], np.float32)
+    # 0.5/0.25 - 3 = -1; -1/0.25 - 3 = -7; the extremes clip to the int8 range
+    assert verify.quantize(values, tensor).tolist() == [-1, -7, 127, -128]
+    assert verify.dequantize(np.array([5, -128], np.int8), tensor).tolist() == [2.0, -31.25]
+    uint8 = {"dtype": "uint8", "quantization": {"scale": 0.5, "zero_point": 10}}
+    assert verify.quantize(np.array([1.0, -20.0]), uint8).tolist() == [12, 0]
+    float_tensor = {"dtype": "float32", "quantization": None}
+    assert verify.quantize(np.array([1.5]), float_tensor).dtype == np.float32
+
+
+def test_judge_names_metric_value_and_bound_per_output():
+    reference = {"probs": np.eye(4, dtype=np.float32), "score": np.ones((4, 1), np.float32)}
+    candidate = {"probs": np.eye(4, dtype=np.float32)[[0, 1, 2, 0]], "score": np.ones((4, 1), np.float32) * 1.5}
+    metrics = verify.compare(reference, candidate, labels=np.array([0, 1, 2, 3]))
+    assert metrics["outputs"]["probs"]["top1_agreement"] == 0.75
+    assert metrics["accuracy"] == {"output": "probs", "source": 1.0, "tflite": 0.75}
+    failures = verify.judge(metrics, {"top1_agreement": 0.98, "max_abs_error": 0.1, "max_accuracy_drop": 0.01,
+                                      "max_size_kb": 10}, size_kb=12.5, latency_ms=None)
+    assert "probs: top1_agreement 0.75 < 0.98 (by 0.23)" in failures
+    assert "score: max_abs_error 0.5 > 0.1 (by 0.4)" in failures
+    assert "accuracy_drop 0.25 > 0.01 (by 0.24)" in failures
+    assert "size_kb 12.5 > 10 (by 2.5)" in failures
+    assert verify.judge(metrics, {"top1_agreement": 0.7, "max_size_kb": 20}, 12.5, None) == []
+
+
+def test_non_finite_outputs_always_fail():
+    metrics = verify.compare({"y": np.ones((2, 3), np.float32)}, {"y": np.full((2, 3), np.nan, np.float32)}, None)
+    assert verify.judge(metrics, {}, 1.0, None) == ["outputs are not finite (NaN or Inf): the conversion is broken"]
+
+
+def test_defaults_per_mode_and_user_overrides():
+    thresholds, user_set = verify.effective_thresholds("int8", None, None)
+    assert thresholds["top1_agreement"] == verify.DEFAULT_THRESHOLDS["int8"]["top1_agreement"] and not user_set
+    thresholds, user_set = verify.effective_thresholds("int8", {"max_size_kb": 64}, {"top1_agreement": 0.99})
+    assert thresholds["top1_agreement"] == 0.99 and thresholds["max_size_kb"] == 64 and user_set
+
+
+@pytest.mark.slow
+def test_the_nan_producing_conversion_is_caught_by_the_default_thresholds():
+    """Converting a Keras 3 function without the object that owns its variables writes a file
+    whose weights are uninitialised: it loads, runs, and outputs NaN. The verifier must refuse it."""
+    import tensorflow as tf
+
+    model = dense_classifier()
+    spec = tf.TensorSpec((1, 8), tf.float32, name="features")
+    function = tf.function(lambda x: {"probs": model(x)}, input_signature=[spec]).get_concrete_function()
+    broken = tf.lite.TFLiteConverter.from_concrete_functions([function], model).convert()
+    x = features(8)
+    reference = {"probs": np.asarray(model(x))}
+    thresholds, user_set = verify.effective_thresholds("float32")
+    from tfbuild.convert import verify_model
+
+    report = verify_model(broken, {"features": x}, None, reference, thresholds, user_set, batch=1)
+    assert report["verdict"] == "rejected"
+    assert any("not finite" in f for f in report["failures"]), report["failures"]
+
+
+@pytest.mark.slow
+def test_failed_threshold_keeps_last_good_output_and_the_rejected_file(project):
+    write_dense_project(project, targets="int8: {quantize: int8, io: int8}")
+    first = project.run()
+    assert first.code == 0, first.text
+    good = project.path("build/clf/int8/model.tflite").read_bytes()
+    report = json.loads(project.path("build/clf/int8/report.json").read_text())
+    assert report["latency_ms"] > 0 and report["metrics"]["outputs"]["probs"]["cosine"] > 0.9
+
+    strict = ["targets.int8.accept.max_abs_error=0.000001", "targets.int8.accept.max_size_kb=0.5"]
+    failed = project.run(*strict)
+    assert failed.code == 1, failed.text
+    assert "rejected clf:int8" in failed.out
+    assert "max_abs_error" in failed.out and "> 1e-06" in failed.out and "size_kb" in failed.out and "> 0.5" in failed.out
+    assert project.path("build/clf/int8/model.tflite").read_bytes() == good
+    kept = project.path(".tfbuild/rejected/clf/int8/model.tflite")
+    assert kept.is_file() and kept.read_bytes() != b""
+
+    again = project.run(*strict)  # same inputs: reported again, not reconverted, not up to date
+    assert again.code == 1 and "rejected clf:int8" in again.out and "rejected with these inputs" in again.out
+    assert "log:" not in again.out and "(0." not in again.out.split("rejected clf:int8")[1].splitlines()[0]
+    assert project.run("status", *strict).code == 1
+
+
+@pytest.mark.slow
+def test_int8_io_is_quantized_with_the_tensors_own_parameters(project):
+    """tfbuild's float view of an int8 model equals a hand computation with the file's own scale/zero point."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    write_dense_project(project, targets="int8: {quantize: int8, io: int8}")
+    assert project.run().code == 0
+    model_bytes = project.path("build/clf/int8/model.tflite").read_bytes()
+    runner = Interpreter(model_content=model_bytes).get_signature_runner()
+    (in_scale, in_zero) = runner.get_input_details()["features"]["quantization"]
+    (out_scale, out_zero) = runner.get_output_details()["probs"]["quantization"]
+    x = features(1, seed=11)
+    q = np.clip(np.round(x / in_scale) + in_zero, -128, 127).astype(np.int8)
+    by_hand = (runner(features=q)["probs"].astype(np.float32) - out_zero) * out_scale
+    floats, raw_in, _ = verify.run(model_bytes, {"features": x}, batch=1)
+    np.testing.assert_array_equal(raw_in["features"], q)
+    np.testing.assert_allclose(floats["probs"], by_hand, rtol=0, atol=1e-7)
