@@ -245,3 +245,42 @@ def test_concurrent_builds_wait_for_each_other(gated):
     assert second.returncode == 0, out2 + err2
     assert "1 built" in out1 and "up to date" in out2
     assert json.loads(project.path("tfbuild.lock").read_text())["targets"].keys() == {"a:fp32", "a:int8", "b:fp32", "g:fp32"}
+
+
+MOBILE = """\
+mobile:
+  android: {package: com.example.clf, class_name: Classifier}
+  ios: {class_name: Classifier}
+  templates: mobile_templates
+"""
+
+
+def test_template_or_mobile_change_rerenders_loaders_without_converting(project):
+    from models import write_dense_project
+
+    project.write("mobile_templates/android/README.md.j2", "CUSTOM README for {{ recipe }}\n")
+    write_dense_project(project, extra=MOBILE)
+    first = project.run()
+    assert first.code == 0, first.text
+    readme = project.path("build/clf/fp32/android/README.md")
+    assert readme.read_text() == "CUSTOM README for clf\n"
+    kotlin = project.path("build/clf/fp32/android/src/main/kotlin/com/example/clf/Classifier.kt")
+    assert kotlin.is_file() and project.path("build/clf/fp32/ios/Sources/Classifier/Classifier.swift").is_file()
+    model_before = project.path("build/clf/fp32/model.tflite").stat().st_mtime_ns
+
+    project.write("mobile_templates/android/README.md.j2", "EDITED README for {{ recipe }}\n")
+    dry = project.run("-n")
+    assert "would render loaders for clf:fp32: mobile_templates/android/README.md.j2 changed" in dry.out, dry.out
+    rendered = project.run()
+    assert rendered.code == 0 and "rendered clf:fp32" in rendered.out and "built" not in rendered.out, rendered.text
+    assert readme.read_text() == "EDITED README for clf\n"
+
+    renamed = project.run("mobile.android.class_name=Renamed")
+    assert "rendered clf:fp32" in renamed.out, renamed.text
+    renamed_kotlin = project.path("build/clf/fp32/android/src/main/kotlin/com/example/clf/Renamed.kt")
+    assert renamed_kotlin.is_file() and not kotlin.exists()  # the stale loader is removed
+    assert project.path("build/clf/fp32/model.tflite").stat().st_mtime_ns == model_before
+
+    renamed_kotlin.write_text("// hand edit")
+    dry = project.run("-n", "mobile.android.class_name=Renamed")
+    assert "would render loaders for clf:fp32: build/clf/fp32/android/src/main/kotlin/com/example/clf/Renamed.kt was modified" in dry.out

@@ -14,9 +14,9 @@ from tfbuild import verify
 
 def test_quantize_and_dequantize_by_hand():
     tensor = {"dtype": "int8", "quantization": {"scale": 0.25, "zero_point": -3}}
-    values = np.array([0.5, -1.0, 100.0, -100.0], np.float32)
-    # 0.5/0.25 - 3 = -1; -1/0.25 - 3 = -7; the extremes clip to the int8 range
-    assert verify.quantize(values, tensor).tolist() == [-1, -7, 127, -128]
+    values = np.array([0.5, -1.0, 100.0, -100.0, 0.125, -0.125], np.float32)
+    # 0.5/0.25 - 3 = -1; -1/0.25 - 3 = -7; extremes clip; halves round away from zero (±0.5 -> ±1)
+    assert verify.quantize(values, tensor).tolist() == [-1, -7, 127, -128, -2, -4]
     assert verify.dequantize(np.array([5, -128], np.int8), tensor).tolist() == [2.0, -31.25]
     uint8 = {"dtype": "uint8", "quantization": {"scale": 0.5, "zero_point": 10}}
     assert verify.quantize(np.array([1.0, -20.0]), uint8).tolist() == [12, 0]
@@ -107,7 +107,8 @@ def test_int8_io_is_quantized_with_the_tensors_own_parameters(project):
     (in_scale, in_zero) = runner.get_input_details()["features"]["quantization"]
     (out_scale, out_zero) = runner.get_output_details()["probs"]["quantization"]
     x = features(1, seed=11)
-    q = np.clip(np.round(x / in_scale) + in_zero, -128, 127).astype(np.int8)
+    scaled = x / in_scale
+    q = np.clip(np.sign(scaled) * np.floor(np.abs(scaled) + 0.5) + in_zero, -128, 127).astype(np.int8)
     by_hand = (runner(features=q)["probs"].astype(np.float32) - out_zero) * out_scale
     floats, raw_in, _ = verify.run(model_bytes, {"features": x}, batch=1)
     np.testing.assert_array_equal(raw_in["features"], q)

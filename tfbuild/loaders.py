@@ -27,12 +27,20 @@ def override_dirs(project: Project, loaded: LoadedRecipe) -> list[Path]:
     return [path]
 
 
-def template_files(project: Project, loaded: LoadedRecipe) -> list[Path]:
+def template_files(project: Project, loaded: LoadedRecipe) -> dict[str, Path]:
+    """Templates by a machine-independent label: project-relative, or tfbuild/templates/... ."""
     if loaded.recipe.mobile is None:
-        return []
+        return {}
     from tfbuild import codegen
 
-    return codegen.template_files(override_dirs(project, loaded))
+    builtin = codegen.builtin_template_dir().resolve()
+    labelled = {}
+    for path in codegen.template_files(override_dirs(project, loaded)):
+        resolved = path.resolve()
+        label = (f"tfbuild/templates/{resolved.relative_to(builtin).as_posix()}"
+                 if builtin in resolved.parents else project.rel(resolved))
+        labelled[label] = path
+    return labelled
 
 
 def _labels(project: Project, loaded: LoadedRecipe) -> list[str] | None:

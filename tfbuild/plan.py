@@ -114,7 +114,7 @@ def _check_needs(loaded: LoadedRecipe, target_name: str) -> None:
 
 
 def plan_recipe(project: Project, loaded: LoadedRecipe, target_names: list[str],
-                versions: dict[str, str], template_files: list[Path]) -> list[TargetPlan]:
+                versions: dict[str, str], template_files: dict[str, Path]) -> list[TargetPlan]:
     digests = project.digests
     file_digests = {f"file:{name}": digests.path(path)
                     for name, path in conversion_inputs(project, loaded).items()}
@@ -123,7 +123,7 @@ def plan_recipe(project: Project, loaded: LoadedRecipe, target_names: list[str],
     mobile = raw.get("mobile")
     loader_files: dict[str, str] = {}
     if mobile:
-        loader_files = {f"file:{project.rel(p)}": digests.file(p) for p in template_files}
+        loader_files = {f"file:{label}": digests.file(p) for label, p in template_files.items()}
         if loaded.recipe.mobile.labels:
             labels = _input_path(project, loaded, loaded.recipe.mobile.labels, "mobile.labels")
             loader_files[f"file:{project.rel(labels)}"] = digests.file(labels)

@@ -108,7 +108,9 @@ def quantize(values: np.ndarray, tensor: dict) -> np.ndarray:
     if tensor["dtype"] not in INTEGER_DTYPES or not q:
         return values.astype(dtype)
     info = np.iinfo(dtype)
-    return np.clip(np.round(values / q["scale"] + q["zero_point"]), info.min, info.max).astype(dtype)
+    scaled = values / q["scale"]
+    rounded = np.sign(scaled) * np.floor(np.abs(scaled) + 0.5)  # half away from zero, as LiteRT
+    return np.clip(rounded + q["zero_point"], info.min, info.max).astype(dtype)
 
 
 def dequantize(values: np.ndarray, tensor: dict) -> np.ndarray:
