@@ -69,7 +69,7 @@ def _classified(project, patterns, overrides, always=False):
 
 def cmd_build(project, options) -> int:
     from tfbuild.report import Progress, exit_code, print_summary
-    from tfbuild.run import Builder, Options
+    from tfbuild.run import Builder, Options, release_warm
 
     patterns, overrides = _split(options.args)
     if options.dry_run:
@@ -77,15 +77,30 @@ def cmd_build(project, options) -> int:
         return _print_dry_run(plans)
     with _exclusive(project):
         started = time.perf_counter()
-        plans, state = _classified(project, patterns, overrides, options.always_make)
-        progress = Progress(len(plans), verbose=options.verbose)
+        warm = _warm_worker(project, options)
         try:
-            outcomes = Builder(project, state, progress, Options(max(1, options.jobs), options.keep_going)).build(plans)
+            plans, state = _classified(project, patterns, overrides, options.always_make)
+            progress = Progress(len(plans), verbose=options.verbose)
+            builder = Builder(project, state, progress, Options(max(1, options.jobs), options.keep_going), warm)
+            try:
+                outcomes = builder.build(plans)
+            finally:
+                progress.close()
+                project.digests.save()
         finally:
-            progress.close()
-            project.digests.save()
+            release_warm(warm)
         print_summary(progress, outcomes, time.perf_counter() - started)
         return exit_code(outcomes)
+
+
+def _warm_worker(project, options) -> list:
+    """Start importing TensorFlow in a worker while we plan, when conversion is certain anyway:
+    the project was never built here, or -B. Otherwise planning decides first (no-op stays light)."""
+    from tfbuild.run import start_worker
+
+    if not (options.always_make or not (project.state_dir / "state.json").is_file()):
+        return []
+    return [start_worker(str(project.state_dir / "logs" / f"warm-{os.getpid()}.log"))]
 
 
 def _print_dry_run(plans) -> int:

@@ -54,7 +54,9 @@ class Job:
 
 
 class Builder:
-    def __init__(self, project: Project, state: BuildState, progress, options: Options):
+    def __init__(self, project: Project, state: BuildState, progress, options: Options,
+                 warm: list | None = None):
+        self.warm = warm or []
         self.project = project
         self.state = state
         self.progress = progress
@@ -79,6 +81,7 @@ class Builder:
             else:
                 jobs.setdefault(plan.loaded.name, Job(plan.loaded.name, [])).plans.append(plan)
         self._run_jobs(list(jobs.values()))
+        release_warm(self.warm)
         shutil.rmtree(self.staging, ignore_errors=True)
         return self.outcomes
 
@@ -117,8 +120,6 @@ class Builder:
             raise
 
     def _spawn(self, job: Job) -> None:
-        from tfbuild import worker
-
         first = job.plans[0].loaded
         payload = {
             "recipe": first.recipe.model_dump(), "file": first.file, "root": str(self.project.root),
@@ -126,13 +127,8 @@ class Builder:
             "targets": [{"name": p.name, "recipe": job.recipe, "versions": self.versions,
                          "stage": str(self.staging / job.recipe / p.name)} for p in job.plans],
         }
-        context = multiprocessing.get_context("spawn")
-        parent, child = context.Pipe(duplex=False)
-        job.process = context.Process(target=worker.main, args=(payload, child), daemon=True,
-                                      name=f"tfbuild-{job.recipe}")
-        job.process.start()
-        child.close()
-        job.connection = parent
+        job.process, job.connection, _ = self.warm.pop() if self.warm else start_worker(None)
+        job.connection.send(payload)
         job.pending = [p.name for p in job.plans]
         for plan in job.plans:
             self.progress.queued(plan)
@@ -246,6 +242,28 @@ class Builder:
         self.state.record(plan, verdict="passed", outputs=outputs, failures=[], loader_outputs=loader_outputs)
         self.state.save()
         self._finish(Outcome(plan, "rendered", time.perf_counter() - started))
+
+
+def start_worker(warm_log: str | None):
+    """A spawned worker and the parent's end of its duplex pipe."""
+    from tfbuild import worker
+
+    context = multiprocessing.get_context("spawn")
+    parent, child = context.Pipe(duplex=True)
+    process = context.Process(target=worker.main, args=(child, warm_log), daemon=True, name="tfbuild-worker")
+    process.start()
+    child.close()
+    return process, parent, warm_log
+
+
+def release_warm(warm: list) -> None:
+    """Stop unused warm workers at once: they hold nothing but a half-imported TensorFlow."""
+    while warm:
+        process, connection, log = warm.pop()
+        process.kill()
+        process.join()
+        connection.close()
+        Path(log).unlink(missing_ok=True)
 
 
 def promote(stage: Path, destination: Path, names: list[str]) -> list[Path]:

@@ -3,6 +3,10 @@
 Spawned so that the parent never holds TensorFlow state a fork would copy, and so that a
 worker that segfaults or is killed by the OOM killer takes only its own job down. The worker's
 stdout/stderr (the converter's MLIR dumps) go to a log file; the parent shows a short reason.
+
+A worker can be started *warm*: it imports TensorFlow while the parent is still planning, and
+then waits for its job. The parent does that only when conversion work is certain (first build
+of a project, or -B), so a no-op build still never imports TensorFlow anywhere.
 """
 
 from __future__ import annotations
@@ -22,10 +26,17 @@ def _redirect_output(log_path: str) -> None:
     os.close(fd)
 
 
-def main(job: dict, connection) -> None:
+def main(connection, warm_log: str | None = None) -> None:
     from tfbuild.errors import UserError
 
-    _redirect_output(job["log"])
+    if warm_log is not None:
+        _redirect_output(warm_log)
+        import tfbuild.convert  # noqa: F401  (TensorFlow, imported while the parent plans)
+    job = connection.recv()
+    if warm_log is not None:
+        os.replace(warm_log, job["log"])
+    else:
+        _redirect_output(job["log"])
     sys.path.insert(0, job["root"])
     os.chdir(job["root"])
 
@@ -41,8 +52,11 @@ def main(job: dict, connection) -> None:
         emit({"event": "user_error", "error": err.to_dict()})
     except BaseException as err:  # a bug, or user code raising: keep the traceback in the log
         traceback.print_exc()
-        emit({"event": "crashed", "message": f"{type(err).__name__}: {str(err).splitlines()[0][:300] if str(err) else ''}"})
+        text = str(err).splitlines()[0][:300] if str(err) else ""
+        emit({"event": "crashed", "message": f"{type(err).__name__}: {text}"})
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
         connection.close()
+    # Everything is written and reported: skip TensorFlow's slow interpreter teardown.
+    os._exit(0)
