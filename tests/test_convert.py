@@ -147,6 +147,10 @@ def test_subclassed_multi_io_and_dynamic_dims(project):
             return keras.Model([a, b], {"score": keras.layers.Dense(1)(h),
                                         "classes": keras.layers.Dense(4, activation="softmax")(h)})
 
+        def sub_data():  # a py: data source: arrays by input name
+            import numpy as np
+            return {"x": np.random.default_rng(0).random((10, 7), dtype=np.float32)}
+
         def variable_length():
             keras.utils.set_random_seed(0)
             x = keras.Input((None, 4), name="frames")
@@ -154,12 +158,12 @@ def test_subclassed_multi_io_and_dynamic_dims(project):
             return keras.Model(x, keras.layers.GlobalAveragePooling1D(name="pooled")(h))
         """)
     rng = np.random.default_rng(0)
-    project.save_arrays("data/sub.npz", x=rng.random((10, 7), dtype=np.float32))
     project.save_arrays("data/multi.npz", left=rng.random((10, 5), dtype=np.float32),
                         right=rng.random((10, 3), dtype=np.float32))
     project.save_arrays("data/frames.npz", frames=rng.random((10, 9, 4), dtype=np.float32))
     project.recipe("sub", "tfbuild: 1\nmodel:\n  source: py:factories:subclassed\n"
-                          "  inputs: {x: {shape: [1, 7]}}\ndata: {evaluation: data/sub.npz}\ntargets: {fp32: {}}\n")
+                          "  inputs: {x: {shape: [1, 7]}}\ndata: {evaluation: 'py:factories:sub_data'}\n"
+                          "targets: {fp32: {}}\n")
     project.recipe("multi", "tfbuild: 1\nmodel: {source: 'py:factories:two_in_two_out'}\n"
                             "data: {evaluation: data/multi.npz, calibration: data/multi.npz}\n"
                             "targets: {fp32: {}, int8: {quantize: int8, io: int8}}\n")
@@ -180,6 +184,8 @@ def test_subclassed_multi_io_and_dynamic_dims(project):
 
     sub_inputs, _ = tensor_details(project.path("build/sub/fp32/model.tflite"))
     assert list(sub_inputs["x"]["shape"]) == [1, 7]
+    sub_report = report(project, "sub", "fp32")
+    assert sub_report["evaluated_on"] == "evaluation" and sub_report["metrics"]["samples"] == 10
 
     kept = report(project, "dyn", "kept")["signature"]["inputs"][0]
     assert kept["shape_signature"] == [1, -1, 4]

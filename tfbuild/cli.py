@@ -69,7 +69,6 @@ def _classified(project, patterns, overrides, always=False):
 
 def cmd_build(project, options) -> int:
     from tfbuild.report import Progress, exit_code, print_summary
-    from tfbuild.run import Builder, Options, release_warm
 
     patterns, overrides = _split(options.args)
     if options.dry_run:
@@ -80,6 +79,12 @@ def cmd_build(project, options) -> int:
         warm = _warm_worker(project, options)
         try:
             plans, state = _classified(project, patterns, overrides, options.always_make)
+            if not warm and all(plan.action == "none" for plan in plans):
+                project.digests.save()  # the fast path: nothing to schedule, no worker machinery
+                print(f"tfbuild: all {len(plans)} target(s) up to date ({time.perf_counter() - started:.2f}s)")
+                return 0
+            from tfbuild.run import Builder, Options
+
             progress = Progress(len(plans), verbose=options.verbose)
             builder = Builder(project, state, progress, Options(max(1, options.jobs), options.keep_going), warm)
             try:
@@ -88,7 +93,7 @@ def cmd_build(project, options) -> int:
                 progress.close()
                 project.digests.save()
         finally:
-            release_warm(warm)
+            _release(warm)
         print_summary(progress, outcomes, time.perf_counter() - started)
         return exit_code(outcomes)
 
@@ -96,11 +101,18 @@ def cmd_build(project, options) -> int:
 def _warm_worker(project, options) -> list:
     """Start importing TensorFlow in a worker while we plan, when conversion is certain anyway:
     the project was never built here, or -B. Otherwise planning decides first (no-op stays light)."""
-    from tfbuild.run import start_worker
-
     if not (options.always_make or not (project.state_dir / "state.json").is_file()):
         return []
+    from tfbuild.run import start_worker
+
     return [start_worker(str(project.state_dir / "logs" / f"warm-{os.getpid()}.log"))]
+
+
+def _release(warm: list) -> None:
+    if warm:
+        from tfbuild.run import release_warm
+
+        release_warm(warm)
 
 
 def _print_dry_run(plans) -> int:

@@ -17,12 +17,8 @@ STATUS_STYLE = {"built": "green", "rendered": "green", "up-to-date": "dim", "fai
 
 class Progress:
     def __init__(self, total: int, *, verbose: bool = False):
-        from rich.console import Console
-
-        self.console = Console(highlight=False)
-        if not self.console.is_terminal:
-            self.console = Console(highlight=False, width=200)
-        self.tty = self.console.is_terminal
+        self._console = None
+        self.tty = sys.stdout.isatty()
         self.total = total
         self.done = 0
         self.verbose = verbose
@@ -37,6 +33,15 @@ class Progress:
             self._task = self._bar.add_task("building", total=total)
             self._running: list[str] = []
             self._bar.start()
+
+    @property
+    def console(self):
+        """rich is imported on first use: an up-to-date build prints one plain line."""
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(highlight=False) if self.tty else Console(highlight=False, width=200)
+        return self._console
 
     def queued(self, plan) -> None:
         pass
@@ -119,13 +124,13 @@ def summary_rows(outcomes) -> list[list[str]]:
 
 
 def print_summary(progress: Progress, outcomes, elapsed: float) -> None:
-    from rich.table import Table
-
     if not outcomes:
         return
     if all(o.status == "up-to-date" for o in outcomes):
-        progress.console.print(f"tfbuild: all {len(outcomes)} target(s) up to date ({elapsed:.2f}s)")
+        print(f"tfbuild: all {len(outcomes)} target(s) up to date ({elapsed:.2f}s)")
         return
+    from rich.table import Table
+
     table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
     for column in ("target", "status", "size", "vs fp32", "metrics", "latency", "time"):
         table.add_column(column)
