@@ -286,3 +286,14 @@ def test_select_tf_ops_is_an_explicit_opt_in(project):
     assert report(project, "flex", "flex")["verdict"] == "unverified"
     assert not project.path("build/flex/plain/model.tflite").exists()
     assert not project.path("build/flex/strict/model.tflite").exists()
+
+
+def test_data_that_does_not_fit_the_model_is_a_user_error(project):
+    dense_classifier(project.path("models/m.keras"))
+    project.save_arrays("data/bad.npz", features=np.zeros((4, 5), np.float32))
+    project.recipe("m", "tfbuild: 1\nmodel: {source: models/m.keras}\ndata: {evaluation: data/bad.npz}\n"
+                        "targets: {fp32: {}}\n")
+    assert_user_error(project.run(), "recipes/m.yaml: data.evaluation", "samples of shape [5]", "[8]")
+    project.write("models/lfs.keras", "version https://git-lfs.github.com/spec/v1\noid sha256:abc\n")
+    project.recipe("m", "tfbuild: 1\nmodel: {source: models/lfs.keras}\ntargets: {fp32: {}}\n")
+    assert_user_error(project.run(), "model.source", "not a readable .keras model", "git lfs pull")

@@ -158,7 +158,25 @@ def test_always_make_and_clean(built):
     assert not built.path("build/a/int8").exists() and built.path("build/a/fp32/model.tflite").exists()
     assert would_convert(built) == {"a:int8"}
     lock = json.loads(built.path("tfbuild.lock").read_text())
-    assert "a:int8" not in lock["targets"] and "a:fp32" in lock["targets"]
+    assert {"a:int8", "a:fp32"} <= set(lock["targets"])  # the committed record is not the build dir
+
+
+def test_a_fresh_checkout_building_one_target_keeps_the_others_in_the_lock(built):
+    import shutil
+
+    shutil.rmtree(built.path(".tfbuild"))  # as in a fresh clone: committed lock, no local state
+    result = built.run("b:fp32")
+    assert result.code == 0 and "1 built" in result.out, result.text
+    lock = json.loads(built.path("tfbuild.lock").read_text())
+    assert set(lock["targets"]) == {"a:fp32", "a:int8", "b:fp32"}
+    assert built.run("check").code == 0
+
+
+def test_moving_outputs_or_dropping_loaders_is_a_change(built):
+    built.recipe("b", TWO_RECIPES["b"] + "output_dir: out/b\n")
+    assert "output_dir: build/b -> out/b" in explain(built, "b:fp32")
+    assert built.run().code == 0
+    assert built.path("out/b/fp32/model.tflite").is_file()
 
 
 def test_check_gates_the_lock_without_tensorflow(built):
@@ -284,3 +302,8 @@ def test_template_or_mobile_change_rerenders_loaders_without_converting(project)
     renamed_kotlin.write_text("// hand edit")
     dry = project.run("-n", "mobile.android.class_name=Renamed")
     assert "would render loaders for clf:fp32: build/clf/fp32/android/src/main/kotlin/com/example/clf/Renamed.kt was modified" in dry.out
+
+    dropped = project.run("~mobile")
+    assert dropped.code == 0 and "rendered clf:fp32" in dropped.out, dropped.text
+    assert not project.path("build/clf/fp32/android").exists() and not project.path("build/clf/fp32/ios").exists()
+    assert project.path("build/clf/fp32/model.tflite").stat().st_mtime_ns == model_before

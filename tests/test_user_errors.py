@@ -105,6 +105,30 @@ def test_not_a_project(tmp_path):
     assert_user_error(result, "no such directory")
 
 
+def test_yml_recipe_is_pointed_out(proj):
+    proj.write("recipes/m.yml", GOOD)
+    assert_user_error(proj.run("list"), "recipes/m.yml: recipes must end in .yaml", "rename it to m.yaml")
+
+
+def test_input_that_is_a_directory(proj):
+    proj.recipe("m", GOOD)
+    proj.path("data/calib.npz").unlink()
+    proj.path("data/calib.npz").mkdir()
+    assert_user_error(proj.run("-n"), "data.calibration: not a file: data/calib.npz")
+
+
+def test_invalid_mobile_names_are_caught_before_any_conversion(proj):
+    proj.recipe("m", GOOD + "mobile:\n  android: {package: com.example.x, class_name: my-class}\n")
+    assert_user_error(proj.run("-n"), "mobile.android", "invalid class name 'my-class'")
+    proj.recipe("m", GOOD + "mobile:\n  android: {package: com.class.x, class_name: Good}\n")
+    assert_user_error(proj.run("-n"), "mobile.android", "invalid Android package")
+
+
+def test_output_dir_may_not_hold_inputs(proj):
+    proj.recipe("m", GOOD + "output_dir: data\n")
+    assert_user_error(proj.run("-n"), "output_dir", "contains the input data/calib.npz")
+
+
 def test_user_errors_write_nothing(proj):
     proj.recipe("m", GOOD.replace("  fp32: {}", "  fp32: {quantise: float16}"))
     proj.run()

@@ -93,6 +93,21 @@ def test_failed_threshold_keeps_last_good_output_and_the_rejected_file(project):
     assert again.code == 1 and "rejected clf:int8" in again.out and "rejected with these inputs" in again.out
     assert "log:" not in again.out and "(0." not in again.out.split("rejected clf:int8")[1].splitlines()[0]
     assert project.run("status", *strict).code == 1
+    back = project.run()  # the inputs of the good build on disk: up to date, nothing reconverted
+    assert back.code == 0 and "up to date" in back.out, back.text
+
+
+def test_labels_one_hot_and_missing_labels():
+    from tfbuild.data import conform_labels
+    from tfbuild.errors import UserError
+
+    one_hot = np.eye(3)[[2, 0, 1]]
+    assert conform_labels(one_hot, 3, file="f", key="k").tolist() == [2, 0, 1]
+    with pytest.raises(UserError, match="2 labels for 3 samples"):
+        conform_labels(np.array([1, 2]), 3, file="f", key="k")
+    metrics = verify.compare({"p": np.eye(3, dtype=np.float32)}, {"p": np.eye(3, dtype=np.float32)}, None)
+    assert verify.judge(metrics, {"min_accuracy": 0.9}, 1.0, None) == [
+        "cannot check min_accuracy: the evaluation data has no `labels` array, or the model has no classifier output"]
 
 
 @pytest.mark.slow

@@ -56,6 +56,14 @@ def _tf():
     return tf
 
 
+def warm_up() -> None:
+    """Import what every job needs, before the job is known."""
+    _tf()
+    import keras  # noqa: F401
+
+    verify.interpreter  # ai-edge-litert is imported on first use; nothing else to do here
+
+
 # ---------------------------------------------------------------- loading
 
 def _config_mentions_code(config_text: str) -> list[str]:
@@ -63,23 +71,27 @@ def _config_mentions_code(config_text: str) -> list[str]:
     return sorted(found.intersection(CODE_RUNNING_LAYERS))
 
 
-def _saved_config(path: Path) -> str:
+def _saved_config(path: Path, file: str) -> str:
     """The model's architecture JSON, read without deserializing anything."""
-    if path.suffix == ".keras":
-        with zipfile.ZipFile(path) as archive:
-            return archive.read("config.json").decode()
-    import h5py
+    try:
+        if path.suffix == ".keras":
+            with zipfile.ZipFile(path) as archive:
+                return archive.read("config.json").decode()
+        import h5py
 
-    with h5py.File(path, "r") as handle:
-        config = handle.attrs.get("model_config", "")
-        return config.decode() if isinstance(config, bytes) else str(config)
+        with h5py.File(path, "r") as handle:
+            config = handle.attrs.get("model_config", "")
+            return config.decode() if isinstance(config, bytes) else str(config)
+    except (OSError, KeyError, zipfile.BadZipFile, UnicodeDecodeError) as err:
+        raise UserError(f"not a readable {path.suffix} model: {err}", file=file, key="model.source",
+                        hint="a Git LFS pointer? run `git lfs pull`") from None
 
 
 def _refuse_code_without_trust(path: Path, recipe: Recipe, file: str) -> None:
-    if recipe.model.trust_code:
-        return
-    layers = _config_mentions_code(_saved_config(path))
-    if layers:
+    """Read the architecture (a clear error for a file that is no model at all) and refuse
+    code-carrying layers unless the recipe trusts the model."""
+    layers = _config_mentions_code(_saved_config(path, file))
+    if layers and not recipe.model.trust_code:
         raise UserError(
             f"the model contains {', '.join(layers)} layer(s), whose loading runs Python code "
             "stored in the model file", file=file, key="model.trust_code",
@@ -310,10 +322,13 @@ def _data(recipe: Recipe, root: Path, file: str, source: Source, which: str) -> 
     spec = getattr(recipe.data, which)
     if spec is None:
         return None, None
-    arrays = data_mod.load_arrays(spec, root, file=file, key=f"data.{which}")
-    inputs, labels = data_mod.match_inputs(arrays, source.input_names, file=file, key=f"data.{which}")
-    limit = getattr(recipe.data, f"{which}_samples")
-    return data_mod.take(inputs, limit), (labels[:limit] if labels is not None else None)
+    key = f"data.{which}"
+    arrays = data_mod.load_arrays(spec, root, file=file, key=key)
+    inputs, labels = data_mod.match_inputs(arrays, source.input_names, file=file, key=key)
+    inputs = data_mod.conform(data_mod.take(inputs, getattr(recipe.data, f"{which}_samples")),
+                              source.input_specs, _batch(source), file=file, key=key)
+    count = len(next(iter(inputs.values())))
+    return inputs, data_mod.conform_labels(labels, count, file=file, key=key)
 
 
 def _evaluation_set(recipe: Recipe, root: Path, file: str, source: Source):
@@ -323,7 +338,7 @@ def _evaluation_set(recipe: Recipe, root: Path, file: str, source: Source):
     inputs, labels = _data(recipe, root, file, source, "calibration")
     if inputs is not None:
         return inputs, labels, "calibration (no evaluation data)"
-    count = min(recipe.data.evaluation_samples, 32)
+    count = max(min(recipe.data.evaluation_samples, 32), _batch(source))
     return data_mod.generated_samples(source.input_specs, count), None, "generated random samples (no data)"
 
 

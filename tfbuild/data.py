@@ -6,6 +6,7 @@ user errors (file, key, expected names) for every source kind.
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -32,10 +33,15 @@ def load_arrays(spec: str, root: Path, *, file: str, key: str) -> dict[str, np.n
             else:
                 raise UserError(f"unsupported data file {spec!r}", file=file, key=key,
                                 expected=".npz, .npy or py:module:function")
-        except (OSError, ValueError) as err:
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
             raise UserError(f"cannot read {spec}: {err}", file=file, key=key,
                             expected="a numpy .npz/.npy file without pickled objects") from None
-    return {name: np.asarray(value) for name, value in arrays.items()}
+    arrays = {name: np.asarray(value) for name, value in arrays.items()}
+    for name, value in arrays.items():
+        if value.ndim == 0:
+            raise UserError(f"array {name or spec!r} is a scalar", file=file, key=key,
+                            expected="arrays whose first dimension is the sample")
+    return arrays
 
 
 def match_inputs(arrays: dict[str, np.ndarray], input_names: list[str], *, file: str,
@@ -56,6 +62,44 @@ def match_inputs(arrays: dict[str, np.ndarray], input_names: list[str], *, file:
         raise UserError("inputs have different sample counts", file=file, key=key,
                         expected="the same first dimension in every array")
     return matched, labels
+
+
+def conform(arrays: dict[str, np.ndarray], specs: list[tuple[str, list, str]], batch: int, *,
+            file: str, key: str) -> dict[str, np.ndarray]:
+    """Check each array against its input's shape (sample dims) and cast to its dtype, so a
+    mismatch is a user error naming the data, not a crash deep inside Keras or LiteRT."""
+    out = {}
+    for name, shape, dtype in specs:
+        value = arrays[name]
+        wanted = shape[1:]
+        fits = value.ndim == len(shape) and all(d is None or d == v for d, v in zip(wanted, value.shape[1:]))
+        if not fits:
+            shown = ", ".join("any" if d is None else str(d) for d in wanted)
+            raise UserError(f"array {name!r} has samples of shape {list(value.shape[1:])}", file=file,
+                            key=key, expected=f"samples of shape [{shown}] for input {name!r}")
+        if np.issubdtype(value.dtype, np.floating) != dtype.startswith("float") and dtype != "bool":
+            raise UserError(f"array {name!r} is {value.dtype}", file=file, key=key,
+                            expected=f"{dtype} values for input {name!r}")
+        out[name] = value.astype(dtype, copy=False)
+    count = len(next(iter(out.values())))
+    if count < batch:
+        raise UserError(f"{count} sample(s), fewer than the pinned batch of {batch}", file=file, key=key,
+                        expected=f"at least {batch} samples, or a smaller model.batch_size")
+    return out
+
+
+def conform_labels(labels: np.ndarray | None, count: int, *, file: str, key: str) -> np.ndarray | None:
+    """Class indices, one per sample (one-hot labels are turned into indices)."""
+    if labels is None:
+        return None
+    labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.shape[1] > 1:
+        labels = labels.argmax(1)
+    labels = labels.reshape(len(labels), -1)[:, 0] if labels.ndim > 1 else labels
+    if len(labels) < count:
+        raise UserError(f"{len(labels)} labels for {count} samples", file=file, key=key,
+                        expected="one label per sample")
+    return labels[:count]
 
 
 def take(arrays: dict[str, np.ndarray], count: int) -> dict[str, np.ndarray]:

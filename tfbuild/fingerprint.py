@@ -12,6 +12,8 @@ import json
 import os
 from pathlib import Path
 
+from tfbuild.errors import UserError
+
 CHUNK = 1 << 20
 
 
@@ -48,14 +50,16 @@ class DigestCache:
         """Digest of a file, or None if it does not exist."""
         try:
             st = os.stat(path)
+            signature = [st.st_ino, st.st_size, st.st_mtime_ns]
+            key = str(Path(path).resolve())
+            cached = self.entries.get(key)
+            if cached and cached[:3] == signature:
+                return cached[3]
+            digest = _hash_file(path)
         except FileNotFoundError:
             return None
-        signature = [st.st_ino, st.st_size, st.st_mtime_ns]
-        key = str(Path(path).resolve())
-        cached = self.entries.get(key)
-        if cached and cached[:3] == signature:
-            return cached[3]
-        digest = _hash_file(path)
+        except OSError as err:
+            raise UserError(f"cannot read {path}: {err.strerror}", file=str(path)) from None
         self.entries[key] = signature + [digest]
         self.dirty = True
         return digest

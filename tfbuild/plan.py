@@ -19,7 +19,12 @@ from tfbuild.fingerprint import sha256_json
 from tfbuild.project import LoadedRecipe, Project
 from tfbuild.registry import source_files
 
-TOOL_DISTRIBUTIONS = ("tensorflow", "keras", "ai-edge-litert")
+# Each tool by the distributions that may provide it (the first one installed wins).
+TOOL_DISTRIBUTIONS = {
+    "tensorflow": ("tensorflow", "tensorflow-cpu", "tensorflow-intel", "tensorflow-macos", "tf-nightly"),
+    "keras": ("keras", "keras-nightly"),
+    "ai-edge-litert": ("ai-edge-litert", "ai-edge-litert-nightly"),
+}
 VERSIONS_SEAM = "TFBUILD_TOOL_VERSIONS"  # JSON dict; lets tests simulate a tool upgrade
 REPORT_FILE = "report.json"
 GOLDEN_FILE = "golden.json"
@@ -28,11 +33,14 @@ GOLDEN_FILE = "golden.json"
 def tool_versions() -> dict[str, str]:
     """Versions that change outputs, read from package metadata (no import of TensorFlow)."""
     found = {"tfbuild": __version__, "recipe-schema": str(RECIPE_SCHEMA_VERSION)}
-    for dist in TOOL_DISTRIBUTIONS:
-        try:
-            found[dist] = version(dist)
-        except PackageNotFoundError:
-            found[dist] = "missing"
+    for tool, candidates in TOOL_DISTRIBUTIONS.items():
+        found[tool] = "missing"
+        for dist in candidates:
+            try:
+                found[tool] = version(dist) if dist == tool else f"{dist} {version(dist)}"
+                break
+            except PackageNotFoundError:
+                continue
     found.update(json.loads(os.environ.get(VERSIONS_SEAM) or "{}"))
     return found
 
@@ -72,11 +80,16 @@ def flatten(value, prefix: str = "") -> dict[str, object]:
     return {prefix: value}
 
 
-def _input_path(project: Project, loaded: LoadedRecipe, spec: str, key: str) -> Path:
+def _input_path(project: Project, loaded: LoadedRecipe, spec: str, key: str, *,
+                allow_dir: bool = False) -> Path:
     path = project.root / spec
     if not path.exists():
         raise UserError(f"file not found: {spec}", file=loaded.file, key=key,
                         expected="a path relative to the project root")
+    if not allow_dir and not path.is_file():
+        raise UserError(f"not a file: {spec}", file=loaded.file, key=key, expected="a file")
+    if not os.access(path, os.R_OK):
+        raise UserError(f"cannot read {spec}: permission denied", file=loaded.file, key=key)
     return path
 
 
@@ -91,7 +104,7 @@ def conversion_inputs(project: Project, loaded: LoadedRecipe) -> dict[str, Path]
     if recipe.model.source.startswith("py:"):
         files += _py_source_files(project, loaded, recipe.model.source, "model.source")
     else:
-        files.append(_input_path(project, loaded, recipe.model.source, "model.source"))
+        files.append(_input_path(project, loaded, recipe.model.source, "model.source", allow_dir=True))
     for name, spec in recipe.model.custom_objects.items():
         files += source_files(spec, [project.root], file=loaded.file, key=f"model.custom_objects.{name}")
     for key in ("calibration", "evaluation"):
@@ -105,6 +118,38 @@ def conversion_inputs(project: Project, loaded: LoadedRecipe) -> dict[str, Path]
     return {project.rel(p): p for p in files}
 
 
+def external_versions(loaded: LoadedRecipe, project: Project) -> dict[str, str]:
+    """Versions of installed packages that provide custom objects or py: sources from outside
+    the project: upgrading them can change the model as much as editing a file would."""
+    from tfbuild.registry import distribution_version
+
+    specs = list(loaded.recipe.model.custom_objects.values())
+    specs += [s for s in (loaded.recipe.model.source, loaded.recipe.data.calibration,
+                          loaded.recipe.data.evaluation) if s and s.startswith("py:")]
+    found = {}
+    for spec in specs:
+        top = spec.removeprefix("py:").split(":", 1)[0].split(".", 1)[0]
+        if (project.root / top).exists() or (project.root / f"{top}.py").exists():
+            continue
+        dist = distribution_version(spec)
+        if dist is not None:
+            found[f"version:{dist[0]}"] = dist[1]
+    return found
+
+
+def _check_output_dir(project: Project, loaded: LoadedRecipe, out_root: Path, inputs: dict[str, Path]) -> None:
+    """Outputs get deleted and replaced: their folder must hold nothing the build reads."""
+    resolved = out_root.resolve()
+    if resolved == project.root or resolved in project.recipes_dir.resolve().parents or \
+            resolved == project.recipes_dir.resolve():
+        raise UserError("output_dir would hold the project's own files", file=loaded.file,
+                        key="output_dir", expected="a folder of its own, e.g. build/<recipe>")
+    for name, path in inputs.items():
+        if resolved in path.resolve().parents:
+            raise UserError(f"output_dir contains the input {name}", file=loaded.file,
+                            key="output_dir", expected="a folder that holds no inputs")
+
+
 def _check_needs(loaded: LoadedRecipe, target_name: str) -> None:
     target = loaded.recipe.targets[target_name]
     if target.quantize in ("int8", "int16x8") and loaded.recipe.data.calibration is None:
@@ -116,9 +161,12 @@ def _check_needs(loaded: LoadedRecipe, target_name: str) -> None:
 def plan_recipe(project: Project, loaded: LoadedRecipe, target_names: list[str],
                 versions: dict[str, str], template_files: dict[str, Path]) -> list[TargetPlan]:
     digests = project.digests
-    file_digests = {f"file:{name}": digests.path(path)
-                    for name, path in conversion_inputs(project, loaded).items()}
+    inputs_by_name = conversion_inputs(project, loaded)
+    out_root = loaded.output_dir(project.root)
+    _check_output_dir(project, loaded, out_root, inputs_by_name)
+    file_digests = {f"file:{name}": digests.path(path) for name, path in inputs_by_name.items()}
     version_inputs = {f"version:{dist}": value for dist, value in versions.items()}
+    version_inputs.update(external_versions(loaded, project))
     raw = loaded.raw
     mobile = raw.get("mobile")
     loader_files: dict[str, str] = {}
@@ -127,12 +175,12 @@ def plan_recipe(project: Project, loaded: LoadedRecipe, target_names: list[str],
         if loaded.recipe.mobile.labels:
             labels = _input_path(project, loaded, loaded.recipe.mobile.labels, "mobile.labels")
             loader_files[f"file:{project.rel(labels)}"] = digests.file(labels)
-    out_root = loaded.output_dir(project.root)
     plans = []
     for name in target_names:
         _check_needs(loaded, name)
         config = flatten({key: raw.get(key) for key in ("model", "data", "accept")})
         config.update(flatten(raw["targets"][name], f"targets.{name}"))
+        config["output_dir"] = project.rel(out_root)
         inputs = {**file_digests, **version_inputs, "config": sha256_json(config)}
         key = sha256_json(inputs)
         loader_inputs: dict[str, str] = {}

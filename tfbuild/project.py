@@ -93,6 +93,10 @@ class Project:
     def select(self, patterns: list[str], overrides: list[str]) -> list[tuple[LoadedRecipe, list[str]]]:
         """Recipes and their target names matching `recipe`, `recipe:target` or globs of either."""
         names = self.recipe_names()
+        misnamed = sorted(self.recipes_dir.glob("*.yml"))
+        if misnamed:
+            raise UserError("recipes must end in .yaml", file=self.rel(misnamed[0]),
+                            expected=f"rename it to {misnamed[0].stem}.yaml")
         if not names:
             raise UserError("no recipes found", file=self.rel(self.recipes_dir),
                             expected="one YAML file per model, e.g. recipes/digits.yaml")

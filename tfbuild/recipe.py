@@ -109,16 +109,40 @@ class Target(Strict):
         return value
 
 
+def _codegen_check(check, *args) -> None:
+    """The code generator's own name rules, applied when the recipe is read, not after a conversion."""
+    try:
+        check(*args)
+    except UserError as err:
+        raise ValueError(f"{err.message}; expected {err.expected}") from None
+
+
 class AndroidSection(Strict):
     package: str = Field(description="Kotlin package of the generated class, e.g. com.example.digits.")
     class_name: str = Field(description="Name of the generated Kotlin class.")
     api: Literal["compiled_model", "interpreter"] = Field("compiled_model", description=(
         "compiled_model: LiteRT 2.x CompiledModel API; interpreter: classic org.tensorflow.lite.Interpreter."))
 
+    @model_validator(mode="after")
+    def _valid_names(self) -> "AndroidSection":
+        from tfbuild import codegen
+
+        _codegen_check(codegen.validate_package, self.package)
+        _codegen_check(codegen.validate_class_name, self.class_name, "mobile.android.class_name")
+        return self
+
 
 class IOSSection(Strict):
     class_name: str = Field(description="Name of the generated Swift class.")
     delegates: list[Literal["coreml", "metal"]] = Field(default_factory=list, description="Optional delegates.")
+
+    @field_validator("class_name")
+    @classmethod
+    def _valid_class_name(cls, value: str) -> str:
+        from tfbuild import codegen
+
+        _codegen_check(codegen.validate_class_name, value, "mobile.ios.class_name")
+        return value
 
 
 class MobileSection(Strict):
@@ -217,14 +241,17 @@ def recipe_names(recipes_dir: Path) -> list[str]:
     if not recipes_dir.is_dir():
         return []
     return sorted(p.stem for p in recipes_dir.iterdir()
-                  if p.suffix in (".yaml", ".yml") and p.is_file() and not p.name.startswith("."))
+                  if p.suffix == ".yaml" and p.is_file() and not p.name.startswith("."))
 
 
 def recipe_file(recipes_dir: Path, name: str) -> Path:
-    for suffix in (".yaml", ".yml"):
-        path = recipes_dir / f"{name}{suffix}"
-        if path.is_file():
-            return path
+    """Recipes end in .yaml (Hydra composes only that suffix; a .yml file is pointed out)."""
+    path = recipes_dir / f"{name}.yaml"
+    if path.is_file():
+        return path
+    if (recipes_dir / f"{name}.yml").is_file():
+        raise UserError("recipes must end in .yaml", file=str(recipes_dir / f"{name}.yml"),
+                        expected=f"rename it to {name}.yaml")
     raise UserError(f"no recipe named {name!r}", file=str(recipes_dir),
                     expected=f"one of: {', '.join(recipe_names(recipes_dir)) or '(none)'}")
 
@@ -234,7 +261,9 @@ def check_yaml_syntax(path: Path, shown_as: str) -> None:
     import yaml
 
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"cannot read the recipe: {err}", file=shown_as, expected="a UTF-8 YAML file") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -260,7 +289,8 @@ def compose(recipes_dir: Path, name: str, overrides: list[str], shown_as: str) -
         with initialize_config_dir(config_dir=str(recipes_dir.resolve()), version_base=None):
             base = OmegaConf.to_container(hydra_compose(config_name=path.name), resolve=False) if overrides else {}
             cfg = hydra_compose(config_name=path.name, overrides=[_forced(o, base) for o in overrides])
-        return OmegaConf.to_container(cfg, resolve=True)
+        # Through JSON, as the composition cache stores it: a recipe means the same either way.
+        return json.loads(json.dumps(OmegaConf.to_container(cfg, resolve=True)))
     except (HydraException, OmegaConfBaseException, ValueError) as err:
         raise _composition_error(err, overrides, shown_as) from None
     finally:
@@ -291,6 +321,8 @@ def schema_knows(path: list[str], base: dict | None, model: type[BaseModel] = Re
         return False
     here = base.get(path[0]) if isinstance(base, dict) else None
     annotation = field.annotation
+    if typing.get_origin(annotation) is not dict:  # `dict[...] | None` counts as the dict
+        annotation = next((a for a in typing.get_args(annotation) if typing.get_origin(a) is dict), annotation)
     if typing.get_origin(annotation) is dict:
         if len(path) < 2 or not isinstance(here, dict) or path[1] not in here:
             return len(path) == 1

@@ -34,18 +34,24 @@ def _module_file(root: Path, dotted: str) -> Path | None:
 
 
 def source_files(spec: str, search_roots: list[Path], *, file: str, key: str) -> list[Path]:
-    """The module file and the package __init__ files above it, found on the search roots.
+    """The files whose edits can change what an import path yields, found on the search roots.
 
-    Modules installed elsewhere (site-packages) return [] and are covered by their
-    distribution version instead; a module found nowhere is a user error.
+    For a module inside a package: every .py file of its package directory (sibling helpers it
+    imports with `from .ops import f`), plus the __init__ files above it. For a top-level module:
+    the file itself. Imports reaching into other packages are not followed (documented).
+    Modules installed elsewhere return [] and are covered by `distribution_version`; a module
+    found nowhere is a user error.
     """
     module, _ = parse_import_path(spec, file=file, key=key)
     parts = module.split(".")
     for root in search_roots:
         found = _module_file(root, module)
-        if found is not None:
-            packages = [_module_file(root, ".".join(parts[:i])) for i in range(1, len(parts))]
-            return [p for p in packages if p is not None] + [found]
+        if found is None:
+            continue
+        packages = [_module_file(root, ".".join(parts[:i])) for i in range(1, len(parts))]
+        siblings = sorted(p for p in found.parent.rglob("*.py") if "__pycache__" not in p.parts) \
+            if len(parts) > 1 else []
+        return sorted({p for p in packages if p is not None} | set(siblings) | {found})
     if _installed_elsewhere(parts[0]):
         return []
     raise UserError(f"cannot find module {module!r} for {spec!r}", file=file, key=key,
@@ -62,6 +68,16 @@ def _installed_elsewhere(top_level: str) -> bool:
         return importlib.util.find_spec(top_level) is not None
     except (ImportError, ValueError):
         return False
+
+
+def distribution_version(spec: str) -> tuple[str, str] | None:
+    """(distribution, version) providing an import path's top-level package, if installed."""
+    from importlib.metadata import packages_distributions, version
+
+    top_level = spec.removeprefix("py:").split(".", 1)[0].split(":", 1)[0]
+    for dist in packages_distributions().get(top_level, []):
+        return dist, version(dist)
+    return None
 
 
 def load_object(spec: str, *, file: str, key: str):

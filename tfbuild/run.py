@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import secrets
 import shutil
 import signal
 import time
@@ -63,32 +64,40 @@ class Builder:
         self.options = options
         self.outcomes: list[Outcome] = []
         self.stop_scheduling = False
-        self.staging = project.state_dir / "staging"
+        self.run_id = f"{os.getpid()}-{secrets.token_hex(4)}"
         self.versions = tool_versions()
 
     # ------------------------------------------------------------ entry
 
     def build(self, plans: list[TargetPlan]) -> list[Outcome]:
-        shutil.rmtree(self.staging, ignore_errors=True)
+        roots = {plan.out_dir.parent for plan in plans}
+        _remove_staging(roots, "*")  # left by a killed build; we hold the project lock
         jobs: dict[str, Job] = {}
-        for plan in plans:
-            if plan.action == "none":
-                self._finish(Outcome(plan, "up-to-date"))
-            elif plan.action == "rejected":
-                self._finish(Outcome(plan, "rejected", messages=plan.reasons))
-            elif plan.action == "render":
-                self._render_only(plan)
-            else:
-                jobs.setdefault(plan.loaded.name, Job(plan.loaded.name, [])).plans.append(plan)
-        self._run_jobs(list(jobs.values()))
-        release_warm(self.warm)
-        shutil.rmtree(self.staging, ignore_errors=True)
+        try:
+            for plan in plans:
+                if plan.action == "none":
+                    self._finish(Outcome(plan, "up-to-date"))
+                elif plan.action == "rejected":  # from an earlier run: reported, not a new failure
+                    self._finish(Outcome(plan, "rejected", messages=plan.reasons), new=False)
+                elif plan.action == "render":
+                    self._render_only(plan)
+                else:
+                    jobs.setdefault(plan.loaded.name, Job(plan.loaded.name, [])).plans.append(plan)
+            self._run_jobs(list(jobs.values()))
+        finally:
+            release_warm(self.warm)
+            _remove_staging(roots, self.run_id)
         return self.outcomes
 
-    def _finish(self, outcome: Outcome) -> None:
+    def _stage(self, plan: TargetPlan) -> Path:
+        """Staging beside the destination (same filesystem, so renames are atomic), one per run
+        so that a straggler from a killed build can never write into this build's files."""
+        return plan.out_dir.parent / f"{STAGING_PREFIX}{self.run_id}" / plan.name
+
+    def _finish(self, outcome: Outcome, new: bool = True) -> None:
         self.outcomes.append(outcome)
         self.progress.finish(outcome)
-        if not outcome.ok and not self.options.keep_going:
+        if new and not outcome.ok and not self.options.keep_going:
             self.stop_scheduling = True
 
     # ------------------------------------------------------------ workers
@@ -125,7 +134,7 @@ class Builder:
             "recipe": first.recipe.model_dump(), "file": first.file, "root": str(self.project.root),
             "log": str(self.project.state_dir / "logs" / f"{job.recipe}.log"),
             "targets": [{"name": p.name, "recipe": job.recipe, "versions": self.versions,
-                         "stage": str(self.staging / job.recipe / p.name)} for p in job.plans],
+                         "stage": str(self._stage(p))} for p in job.plans],
         }
         job.process, job.connection, _ = self.warm.pop() if self.warm else start_worker(None)
         job.connection.send(payload)
@@ -205,29 +214,47 @@ class Builder:
     # ------------------------------------------------------------ promotion
 
     def _land(self, plan: TargetPlan, result: dict, seconds: float) -> Outcome:
-        stage = self.staging / plan.loaded.name / plan.name
+        stage = self._stage(plan)
         if result["verdict"] == "rejected":
             kept = self.project.state_dir / "rejected" / plan.loaded.name / plan.name
-            promote(stage, kept, result["files"])
+            shutil.rmtree(kept, ignore_errors=True)
+            kept.mkdir(parents=True)
+            for name in result["files"]:
+                shutil.move(stage / name, kept / name)  # may cross filesystems: not an output
             self.state.record(plan, verdict="rejected", outputs=[], failures=result["failures"])
             self.state.save()
             return Outcome(plan, "rejected", seconds, result["failures"] + [
                 f"kept for inspection: {self.project.rel(kept / plan.target.output)}; "
                 "the last good output is unchanged"], result["warnings"])
+        previous = (self.state.get(plan.id) or {}).get("outputs") or {}
         outputs = promote(stage, plan.out_dir, result["files"])
-        loader_outputs = self._render(plan) if plan.loader_key else None
+        self._remove_stale(previous, outputs)
+        try:
+            loader_outputs = self._render(plan)
+        except UserError as err:  # the model is good; record it, so the next run only re-renders
+            self.state.record(plan, verdict="passed", outputs=outputs, failures=[], loader_outputs=None)
+            self.state.save()
+            return Outcome(plan, "error", seconds, [err.render()])
         self.state.record(plan, verdict="passed", outputs=outputs, failures=[], loader_outputs=loader_outputs)
         self.state.save()
         return Outcome(plan, "built", seconds, [], result["warnings"])
 
-    def _render(self, plan: TargetPlan) -> list[Path]:
+    def _remove_stale(self, previous: dict[str, str], current: list[Path]) -> None:
+        """Delete files an older build of this target made that this one did not (a renamed
+        output, golden vectors a Flex model cannot have, loaders of a renamed class)."""
+        keep = {self.project.rel(p) for p in current}
+        for rel in set(previous) - keep:
+            (self.project.root / rel).unlink(missing_ok=True)
+
+    def _render(self, plan: TargetPlan) -> list[Path] | None:
+        """Render loaders (None when the recipe has no mobile section; old loaders are removed)."""
         from tfbuild.loaders import render_target
 
-        written = render_target(self.project, plan, self.staging / "loaders" / plan.loaded.name / plan.name)
-        previous = (self.state.get(plan.id) or {}).get("loader_outputs") or {}
-        for rel in set(previous) - {self.project.rel(p) for p in written}:
-            (self.project.root / rel).unlink(missing_ok=True)  # generated by an older recipe
-        return written
+        written = []
+        if plan.loader_key is not None:
+            written = render_target(self.project, plan, self._stage(plan).with_name(f"{plan.name}-loaders"))
+        self._remove_stale((self.state.get(plan.id) or {}).get("loader_outputs") or {}, written)
+        return written if plan.loader_key is not None else None
 
     def _render_only(self, plan: TargetPlan) -> None:
         started = time.perf_counter()
@@ -242,6 +269,15 @@ class Builder:
         self.state.record(plan, verdict="passed", outputs=outputs, failures=[], loader_outputs=loader_outputs)
         self.state.save()
         self._finish(Outcome(plan, "rendered", time.perf_counter() - started))
+
+
+STAGING_PREFIX = ".tfbuild-staging-"
+
+
+def _remove_staging(roots: set[Path], run_id: str) -> None:
+    for root in roots:
+        for stale in root.glob(f"{STAGING_PREFIX}{run_id}"):
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def start_worker(warm_log: str | None):

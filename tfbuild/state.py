@@ -55,12 +55,16 @@ class BuildState:
         write_json_atomic(self.project.lock_path, self.lock_document(), indent=2)
 
     def lock_document(self) -> dict:
-        targets = {}
-        for target_id, entry in sorted(self.targets.items()):
+        """The committed lock, updated with what this checkout built: entries of targets not
+        built here (a fresh clone building one target) are kept; recipes that are gone are dropped."""
+        existing = read_json(self.project.lock_path).get("targets", {})
+        recipes = set(self.project.recipe_names())
+        targets = {tid: entry for tid, entry in existing.items() if tid.split(":", 1)[0] in recipes}
+        for target_id, entry in self.targets.items():
             good = entry if entry["verdict"] == "passed" else entry.get("last_good")
             if good:
                 targets[target_id] = _last_good(good)
-        return {"lock_version": LOCK_VERSION, "targets": targets}
+        return {"lock_version": LOCK_VERSION, "targets": dict(sorted(targets.items()))}
 
 
 def _last_good(entry: dict) -> dict:
@@ -93,6 +97,11 @@ def classify(plan: TargetPlan, state: BuildState, *, always: bool = False) -> No
     if entry is None:
         plan.action, plan.reasons = "convert", ["never built"]
         return
+    last_good = entry.get("last_good")
+    if entry["verdict"] != "passed" and last_good and last_good["key"] == plan.key \
+            and not _changed_outputs(state.project, last_good["outputs"]):
+        plan.action, plan.reasons = "none", []  # back to the inputs of the good build on disk
+        return
     if entry["key"] != plan.key:
         plan.action = "convert"
         plan.reasons = diff_inputs(entry["inputs"], plan.inputs) + diff_config(entry["config"], plan.config)
@@ -105,6 +114,9 @@ def classify(plan: TargetPlan, state: BuildState, *, always: bool = False) -> No
     missing = _changed_outputs(state.project, entry["outputs"])
     if missing:
         plan.action, plan.reasons = "convert", missing
+        return
+    if plan.loader_key is None and entry.get("loader_outputs"):
+        plan.action, plan.reasons = "render", ["the mobile section was removed: old loaders are deleted"]
         return
     if plan.loader_key is not None and entry.get("loader_key") != plan.loader_key:
         plan.action = "render"

@@ -182,7 +182,7 @@ def compare(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray],
     result: dict = {"outputs": per_output, "samples": len(next(iter(reference.values())))}
     classifier = next((n for n in reference if _is_classifier(reference[n])), None)
     if labels is not None and classifier is not None:
-        truth = np.asarray(labels).reshape(-1)[: len(reference[classifier])]
+        truth = np.asarray(labels)[: len(reference[classifier])]
         result["accuracy"] = {
             "output": classifier,
             "source": float(np.mean(reference[classifier].argmax(1) == truth)),
@@ -207,6 +207,10 @@ def judge(metrics: dict, thresholds: dict, size_kb: float, latency_ms: float | N
         for key, value, op in checks:
             failures += _miss(label + key.removeprefix("min_"), value, op, thresholds.get(key))
     accuracy = metrics.get("accuracy")
+    wants_accuracy = [k for k in ("min_accuracy", "max_accuracy_drop") if thresholds.get(k) is not None]
+    if wants_accuracy and not accuracy and outputs:
+        failures.append(f"cannot check {' and '.join(wants_accuracy)}: the evaluation data has no "
+                        "`labels` array, or the model has no classifier output")
     if accuracy:
         failures += _miss("accuracy", accuracy["tflite"], ">=", thresholds.get("min_accuracy"))
         failures += _miss("accuracy_drop", accuracy["source"] - accuracy["tflite"], "<=",

@@ -26,12 +26,25 @@ def _redirect_output(log_path: str) -> None:
     os.close(fd)
 
 
+def _die_with_parent() -> None:
+    """Linux: be killed when the parent dies, so no straggler outlives a killed build."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
+    except (OSError, AttributeError):
+        pass  # elsewhere the per-run staging directory still keeps stragglers out
+
+
 def main(connection, warm_log: str | None = None) -> None:
     from tfbuild.errors import UserError
 
+    _die_with_parent()
     if warm_log is not None:
         _redirect_output(warm_log)
-        import tfbuild.convert  # noqa: F401  (TensorFlow, imported while the parent plans)
+        from tfbuild.convert import warm_up
+
+        warm_up()  # TensorFlow and Keras, imported while the parent plans
     job = connection.recv()
     if warm_log is not None:
         os.replace(warm_log, job["log"])

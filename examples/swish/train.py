@@ -18,7 +18,7 @@ def main() -> None:
     import keras
     from sklearn.datasets import load_digits
 
-    from examples.swish.layers import Swish
+    from examples.swish.swishnet.layers import Swish
 
     keras.utils.set_random_seed(3)
     digits = load_digits()

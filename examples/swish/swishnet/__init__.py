@@ -1,0 +1,1 @@
+"""Custom layers of the swish example, registered under the package prefix "swishnet"."""
