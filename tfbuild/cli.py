@@ -201,6 +201,7 @@ def cmd_check(project, options) -> int:
 
 def cmd_clean(project, options) -> int:
     """Delete what builds recorded as outputs (never other files), without needing the inputs."""
+    from tfbuild.run import remove_outputs
     from tfbuild.state import BuildState
 
     patterns, overrides = _split(options.args)
@@ -211,24 +212,12 @@ def cmd_clean(project, options) -> int:
                 target_id = f"{loaded.name}:{name}"
                 entry = state.get(target_id) or {}
                 recorded = {**entry.get("outputs", {}), **entry.get("loader_outputs", {})}
-                for rel in recorded:
-                    (project.root / rel).unlink(missing_ok=True)
-                _remove_empty_dirs(loaded.output_dir(project.root) / name)
+                remove_outputs(project.root, recorded)
                 shutil.rmtree(project.state_dir / "rejected" / loaded.name / name, ignore_errors=True)
                 state.forget(target_id)
                 print(f"cleaned {target_id} ({len(recorded)} file(s))")
         state.save()
     return 0
-
-
-def _remove_empty_dirs(top: Path) -> None:
-    if not top.is_dir():
-        return
-    for directory in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
-        if not any(directory.iterdir()):
-            directory.rmdir()
-    if not any(top.iterdir()):
-        top.rmdir()
 
 
 def cmd_list(project, options) -> int:

@@ -243,8 +243,7 @@ class Builder:
         """Delete files an older build of this target made that this one did not (a renamed
         output, golden vectors a Flex model cannot have, loaders of a renamed class)."""
         keep = {self.project.rel(p) for p in current}
-        for rel in set(previous) - keep:
-            (self.project.root / rel).unlink(missing_ok=True)
+        remove_outputs(self.project.root, set(previous) - keep)
 
     def _render(self, plan: TargetPlan) -> list[Path] | None:
         """Render loaders (None when the recipe has no mobile section; old loaders are removed)."""
@@ -272,6 +271,17 @@ class Builder:
 
 
 STAGING_PREFIX = ".tfbuild-staging-"
+
+
+def remove_outputs(root: Path, relative_paths) -> None:
+    """Delete recorded output files, then the folders they leave empty (never anything else)."""
+    for rel in relative_paths:
+        path = root / rel
+        path.unlink(missing_ok=True)
+        for parent in path.parents:
+            if parent == root or not parent.is_dir() or any(parent.iterdir()):
+                break
+            parent.rmdir()
 
 
 def _remove_staging(roots: set[Path], run_id: str) -> None:
