@@ -123,6 +123,11 @@ def summary_rows(outcomes) -> list[list[str]]:
     return rows
 
 
+def outcomes_in_order(outcomes) -> list:
+    """Recipes by name, targets in recipe order: the summary reads the same whatever finished first."""
+    return sorted(outcomes, key=lambda o: (o.plan.loaded.name, list(o.plan.loaded.recipe.targets).index(o.plan.name)))
+
+
 def print_summary(progress: Progress, outcomes, elapsed: float) -> None:
     if not outcomes:
         return
@@ -132,9 +137,16 @@ def print_summary(progress: Progress, outcomes, elapsed: float) -> None:
     from rich.table import Table
 
     table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
+    rows = summary_rows(outcomes_in_order(outcomes))
+    fixed = sum(max(len(r[i]) for r in rows + [["target", "status", "size", "vs fp32", "", "latency", "time"]])
+                for i in (0, 1, 2, 3, 5, 6)) + 12
     for column in ("target", "status", "size", "vs fp32", "metrics", "latency", "time"):
-        table.add_column(column)
-    for row in summary_rows(outcomes):
+        if column == "metrics":  # the one column that gives way on a narrow terminal
+            table.add_column(column, no_wrap=True, overflow="ellipsis",
+                             max_width=max(16, progress.console.width - fixed))
+        else:
+            table.add_column(column, no_wrap=True)
+    for row in rows:
         table.add_row(*row, style=STATUS_STYLE.get(row[1], ""))
     progress.console.print()
     progress.console.print(table)
