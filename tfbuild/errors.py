@@ -8,8 +8,6 @@ from __future__ import annotations
 
 
 class UserError(Exception):
-    exit_code = 2
-
     def __init__(self, message: str, *, file: str | None = None, key: str | None = None,
                  expected: str | None = None, hint: str | None = None):
         super().__init__(message)

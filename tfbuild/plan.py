@@ -63,10 +63,6 @@ class TargetPlan:
         return f"{self.loaded.name}:{self.name}"
 
     @property
-    def model_path(self) -> Path:
-        return self.out_dir / self.loaded.recipe.targets[self.name].output
-
-    @property
     def target(self):
         return self.loaded.recipe.targets[self.name]
 

@@ -43,9 +43,6 @@ class Progress:
             self._console = Console(highlight=False) if self.tty else Console(highlight=False, width=200)
         return self._console
 
-    def queued(self, plan) -> None:
-        pass
-
     def start(self, plan) -> None:
         if self._bar is not None:
             self._running.append(plan.id)
@@ -162,7 +159,3 @@ def exit_code(outcomes) -> int:
     if any(o.status == "error" for o in outcomes):
         return 2
     return 0 if all(o.ok for o in outcomes) else 1
-
-
-def eprint(text: str) -> None:
-    print(text, file=sys.stderr)

@@ -139,8 +139,6 @@ class Builder:
         job.process, job.connection, _ = self.warm.pop() if self.warm else start_worker(None)
         job.connection.send(payload)
         job.pending = [p.name for p in job.plans]
-        for plan in job.plans:
-            self.progress.queued(plan)
 
     def _drain(self, job: Job) -> bool:
         """Handle every message available; True when the job is over."""
