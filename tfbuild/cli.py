@@ -8,10 +8,13 @@ Ctrl-C. Nothing on the planning path imports TensorFlow.
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -31,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("command", nargs="?", default="build", help=argparse.SUPPRESS)
     parser.add_argument("args", nargs="*", metavar="TARGET|OVERRIDE")
     parser.add_argument("-C", "--directory", default=".", metavar="DIR", help="run in DIR, as make -C")
-    parser.add_argument("-j", "--jobs", type=int, default=1, metavar="N", help="recipes converted in parallel")
+    parser.add_argument("-j", "--jobs", type=_positive, default=1, metavar="N", help="recipes converted in parallel")
     parser.add_argument("-k", "--keep-going", action="store_true", help="keep building after a failure")
     parser.add_argument("-n", "--dry-run", action="store_true", help="say what would be built; change nothing")
     parser.add_argument("-B", "--always-make", action="store_true", help="rebuild the selected targets")
@@ -41,26 +44,52 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number of jobs, got {text!r}")
+    return value
+
+
+# Flags that only make sense for some commands; anywhere else they are a mistake, not ignored.
+FLAG_COMMANDS = {"jobs": ("build",), "keep_going": ("build",), "always_make": ("build",),
+                 "dry_run": ("build", "clean"), "output": ("report",)}
+FLAG_NAMES = {"jobs": "-j", "keep_going": "-k", "always_make": "-B", "dry_run": "-n", "output": "-o"}
+DEFAULTS = {"jobs": 1, "keep_going": False, "always_make": False, "dry_run": False, "output": None}
+
+
+def _check_flags(options) -> None:
+    for flag, commands in FLAG_COMMANDS.items():
+        if getattr(options, flag) != DEFAULTS[flag] and options.command not in commands:
+            raise UserError(f"{FLAG_NAMES[flag]} does not apply to `tfbuild {options.command}`",
+                            expected=f"{FLAG_NAMES[flag]} with: {', '.join(commands)}")
+    if options.command == "schema" and options.args:
+        raise UserError("`tfbuild schema` takes no arguments")
+
+
 def _split(args: list[str]) -> tuple[list[str], list[str]]:
     overrides = [a for a in args if "=" in a or a.startswith("~")]
     return [a for a in args if a not in overrides], overrides
 
 
-def _plans(project, patterns: list[str], overrides: list[str]):
+def _plans(project, patterns: list[str], overrides: list[str], selected=None):
     from tfbuild.loaders import template_files
     from tfbuild.plan import plan_recipe, tool_versions
 
     versions = tool_versions()
     plans = []
-    for loaded, targets in project.select(patterns, overrides):
+    for loaded, targets in selected or project.select(patterns, overrides):
         plans += plan_recipe(project, loaded, targets, versions, template_files(project, loaded))
     return plans
 
 
-def _classified(project, patterns, overrides, always=False):
+def _classified(project, patterns, overrides, always=False, selected=None):
     from tfbuild.state import BuildState, classify
 
-    plans = _plans(project, patterns, overrides)
+    plans = _plans(project, patterns, overrides, selected)
     state = BuildState(project)
     for plan in plans:
         classify(plan, state, always=always)
@@ -76,9 +105,10 @@ def cmd_build(project, options) -> int:
         return _print_dry_run(plans)
     with _exclusive(project):
         started = time.perf_counter()
+        selected = project.select(patterns, overrides)  # recipe mistakes surface before any worker
         warm = _warm_worker(project, options)
         try:
-            plans, state = _classified(project, patterns, overrides, options.always_make)
+            plans, state = _classified(project, patterns, overrides, options.always_make, selected)
             if not warm and all(plan.action == "none" for plan in plans):
                 project.digests.save()  # the fast path: nothing to schedule, no worker machinery
                 print(f"tfbuild: all {len(plans)} target(s) up to date ({time.perf_counter() - started:.2f}s)")
@@ -159,6 +189,8 @@ def cmd_status(project, options) -> int:
                 print(f"up to date  {plan.id}")
         else:
             print(f"{plan.action:<10}  {plan.id}: {'; '.join(plan.reasons)}")
+    print(f"{len(stale)} of {len(plans)} target(s) out of date" if stale
+          else f"all {len(plans)} target(s) up to date")
     return 1 if stale else 0
 
 
@@ -205,6 +237,14 @@ def cmd_clean(project, options) -> int:
     from tfbuild.state import BuildState
 
     patterns, overrides = _split(options.args)
+    if options.dry_run:
+        state = BuildState(project)
+        for loaded, targets in project.select(patterns, overrides):
+            for name in targets:
+                entry = state.get(f"{loaded.name}:{name}") or {}
+                for rel in sorted({**entry.get("outputs", {}), **entry.get("loader_outputs", {})}):
+                    print(f"would remove {rel}")
+        return 0
     with _exclusive(project):
         state = BuildState(project)
         for loaded, targets in project.select(patterns, overrides):
@@ -253,16 +293,23 @@ def main(argv: list[str] | None = None) -> int:
     from tfbuild.project import Project
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    if hasattr(signal, "SIGPIPE") and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `tfbuild status | head` ends quietly, like make
     options = _parser().parse_intermixed_args(argv)
     if options.command not in COMMANDS:
         options.args.insert(0, options.command)
         options.command = "build"
     try:
+        _check_flags(options)
         if options.command == "schema":
             return cmd_schema(None, options)
-        project = Project.open(Path(options.directory))
+        writes = options.command in ("build", "clean") and not options.dry_run
+        project = Project.open(Path(options.directory), read_only=not writes)
         return globals()[f"cmd_{options.command}"](project, options)
     except UserError as err:
+        if options.command == "build" and options.args and "no recipe matches" in err.message:
+            close = difflib.get_close_matches(options.args[0], COMMANDS, n=1)
+            err.hint = err.hint or (f"did you mean `tfbuild {close[0]}`?" if close else None)
         print(err.render(), file=sys.stderr)
         return 2
     except KeyboardInterrupt:

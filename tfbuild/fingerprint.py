@@ -36,13 +36,15 @@ def _hash_file(path: Path) -> str:
 class DigestCache:
     """Digests of files and directories, remembered by stat signature across runs."""
 
-    def __init__(self, cache_file: Path | None):
+    def __init__(self, cache_file: Path | None, load_from: Path | None = None):
+        """`cache_file` is where it is saved (None: never saved); `load_from` defaults to it."""
         self.cache_file = cache_file
         self.entries: dict[str, list] = {}
         self.dirty = False
-        if cache_file is not None and cache_file.is_file():
+        source = load_from or cache_file
+        if source is not None and source.is_file():
             try:
-                self.entries = json.loads(cache_file.read_text())
+                self.entries = json.loads(source.read_text())
             except (OSError, ValueError):
                 self.entries = {}
 

@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tfbuild import __version__
 from tfbuild import recipe as recipe_mod
 from tfbuild.errors import UserError
 from tfbuild.fingerprint import DigestCache, sha256_json
@@ -19,6 +20,7 @@ from tfbuild.fingerprint import DigestCache, sha256_json
 STATE_DIR = ".tfbuild"
 LOCK_FILE = "tfbuild.lock"
 COMPOSE_CACHE_LIMIT = 256
+COMPOSE_CACHE_VERSION = 2  # bump when compose() changes what it returns
 
 
 @dataclass(frozen=True)
@@ -36,16 +38,22 @@ class LoadedRecipe:
 class Project:
     root: Path
     digests: DigestCache = field(repr=False)
+    read_only: bool = False  # dry runs and queries leave the disk as they found it
 
     @classmethod
-    def open(cls, directory: Path) -> "Project":
+    def open(cls, directory: Path, read_only: bool = False) -> "Project":
         root = Path(directory).resolve()
         if not root.is_dir():
             raise UserError("no such directory", file=str(directory), expected="-C DIR naming a project folder")
         if not (root / "recipes").is_dir():
             raise UserError("not a tfbuild project: no recipes/ folder", file=str(root),
                             hint="run tfbuild at the folder that holds recipes/, or pass -C DIR")
-        return cls(root=root, digests=DigestCache(root / STATE_DIR / "digests.json"))
+        if (root / STATE_DIR).exists() and not (root / STATE_DIR).is_dir():
+            raise UserError(f"{STATE_DIR} is not a directory", file=str(root / STATE_DIR),
+                            hint="tfbuild keeps its state there: move that file away")
+        digests = DigestCache(None if read_only else root / STATE_DIR / "digests.json",
+                              load_from=root / STATE_DIR / "digests.json")
+        return cls(root=root, digests=digests, read_only=read_only)
 
     @property
     def recipes_dir(self) -> Path:
@@ -73,21 +81,26 @@ class Project:
         path = recipe_mod.recipe_file(self.recipes_dir, name)
         shown = self.rel(path)
         raw = self._composed(name, overrides, shown)
-        return LoadedRecipe(name=name, file=shown, raw=raw, recipe=recipe_mod.validate(raw, shown))
+        try:
+            recipe = recipe_mod.validate(raw, shown)
+        except UserError as err:
+            raise _blame_override(err, overrides) from None
+        return LoadedRecipe(name=name, file=shown, raw=raw, recipe=recipe)
 
     def _composed(self, name: str, overrides: list[str], shown: str) -> dict:
         yaml_files = sorted(p for p in self.recipes_dir.rglob("*") if p.suffix in (".yaml", ".yml"))
-        cache_key = sha256_json([name, overrides, _hydra_version(),
+        cache_key = sha256_json([COMPOSE_CACHE_VERSION, __version__, name, overrides, _hydra_version(),
                                  [[self.rel(p), self.digests.file(p)] for p in yaml_files]])
         cache_file = self.state_dir / "compose-cache.json"
         cache = read_json(cache_file)
         if cache_key in cache:
             return cache[cache_key]
         raw = recipe_mod.compose(self.recipes_dir, name, overrides, shown)
-        cache[cache_key] = raw
-        while len(cache) > COMPOSE_CACHE_LIMIT:
-            cache.pop(next(iter(cache)))
-        write_json_atomic(cache_file, cache)
+        if not self.read_only:
+            cache[cache_key] = raw
+            while len(cache) > COMPOSE_CACHE_LIMIT:
+                cache.pop(next(iter(cache)))
+            write_json_atomic(cache_file, cache)
         return raw
 
     def select(self, patterns: list[str], overrides: list[str]) -> list[tuple[LoadedRecipe, list[str]]]:
@@ -135,6 +148,16 @@ def _hydra_version() -> str:
         return version("hydra-core")
     except PackageNotFoundError:
         return "unknown"
+
+
+def _blame_override(err: UserError, overrides: list[str]) -> UserError:
+    """A bad value that came from the command line is the override's fault, not the file's."""
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if err.key and (err.key == key or err.key.startswith(key + ".") or key.startswith(err.key + ".")):
+            err.message = f"bad override {override!r}: {err.message}"
+            break
+    return err
 
 
 def read_json(path: Path) -> dict:

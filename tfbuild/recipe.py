@@ -256,7 +256,7 @@ def recipe_file(recipes_dir: Path, name: str) -> Path:
                     expected=f"one of: {', '.join(recipe_names(recipes_dir)) or '(none)'}")
 
 
-def check_yaml_syntax(path: Path, shown_as: str) -> None:
+def check_yaml_syntax(path: Path, shown_as: str) -> dict:
     """Report YAML syntax errors with their line before Hydra hides them in a stack."""
     import yaml
 
@@ -272,12 +272,13 @@ def check_yaml_syntax(path: Path, shown_as: str) -> None:
     if not isinstance(data, dict):
         raise UserError("a recipe must be a mapping of keys", file=shown_as,
                         expected="`tfbuild: 1`, `model:`, `targets:` ...")
+    return data
 
 
 def compose(recipes_dir: Path, name: str, overrides: list[str], shown_as: str) -> dict:
     """Compose one recipe with Hydra (defaults lists, key=value / +key=value / ~key overrides)."""
     path = recipe_file(recipes_dir, name)
-    check_yaml_syntax(path, shown_as)
+    written = check_yaml_syntax(path, shown_as)
     from hydra import compose as hydra_compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException
@@ -290,11 +291,22 @@ def compose(recipes_dir: Path, name: str, overrides: list[str], shown_as: str) -
             base = OmegaConf.to_container(hydra_compose(config_name=path.name), resolve=False) if overrides else {}
             cfg = hydra_compose(config_name=path.name, overrides=[_forced(o, base) for o in overrides])
         # Through JSON, as the composition cache stores it: a recipe means the same either way.
-        return json.loads(json.dumps(OmegaConf.to_container(cfg, resolve=True)))
+        composed = json.loads(json.dumps(OmegaConf.to_container(cfg, resolve=True)))
     except (HydraException, OmegaConfBaseException, ValueError) as err:
         raise _composition_error(err, overrides, shown_as) from None
     finally:
         GlobalHydra.instance().clear()
+    return _in_written_order(composed, written)
+
+
+def _in_written_order(composed: dict, written: dict) -> dict:
+    """Targets in the order the recipe file lists them (defaults-list pieces merge first)."""
+    targets = composed.get("targets")
+    order = list(written.get("targets") or {}) if isinstance(written.get("targets"), dict) else []
+    if isinstance(targets, dict):
+        ranked = [k for k in order if k in targets] + [k for k in targets if k not in order]
+        composed["targets"] = {k: targets[k] for k in ranked}
+    return composed
 
 
 def _forced(override: str, base: dict) -> str:
@@ -345,5 +357,7 @@ def _composition_error(err: Exception, overrides: list[str], shown_as: str) -> U
     if culprit is not None:
         return UserError(f"bad override {culprit!r}: {text}", file=shown_as,
                          key=culprit.split("=", 1)[0].lstrip("+~"),
-                         expected="key=value for an existing key, +key=value to add one, ~key to delete")
+                         expected="key=value for an existing key, +key=value to add one, ~key to delete",
+                         hint="overrides apply to every selected recipe: name the recipe, "
+                              "e.g. tfbuild digits KEY=VALUE")
     return UserError(f"cannot compose recipe: {text}", file=shown_as)
