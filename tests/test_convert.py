@@ -81,6 +81,12 @@ def test_each_quantization_mode_has_its_own_settings(project):
     assert result.code == 0, result.text
     expected_io = {"fp32": np.float32, "fp16": np.float32, "dynamic": np.float32, "int8": np.int8,
                    "uint8": np.uint8, "int8f": np.float32, "x16": np.float32, "x16io": np.int16}
+    expected_mode = {"fp32": "float32", "fp16": "float16", "dynamic": "dynamic", "int8": "int8",
+                     "uint8": "int8", "int8f": "int8", "x16": "int16x8", "x16io": "int16x8"}
+    tolerance = {"float32": 1e-5, "float16": 5e-3, "dynamic": 0.05, "int8": 0.05, "int16x8": 0.02}
+    import keras as k
+
+    model = k.saving.load_model(project.path("models/clf.keras"))
     sizes = {}
     for target, dtype in expected_io.items():
         path = project.path(f"build/clf/{target}/model.tflite")
@@ -89,7 +95,8 @@ def test_each_quantization_mode_has_its_own_settings(project):
         assert inputs["features"]["dtype"] == dtype, target
         assert outputs["probs"]["dtype"] == dtype, target
         rep = report(project, "clf", target)
-        assert rep["verdict"] == "passed" and rep["quantize"] in ("float32", "float16", "dynamic", "int8", "int16x8")
+        assert rep["verdict"] == "passed" and rep["quantize"] == expected_mode[target]
+        assert_close_to_keras(path, model, tolerance[expected_mode[target]])
     ops = {t: set(report(project, "clf", t)["signature"]["ops"]) for t in expected_io}
     assert "DEQUANTIZE" in ops["fp16"]                      # float16 weights, dequantized at load
     assert "QUANTIZE" not in ops["int8"] and "DEQUANTIZE" not in ops["int8"]   # fully integer
@@ -97,6 +104,33 @@ def test_each_quantization_mode_has_its_own_settings(project):
     assert sizes["fp16"] < sizes["fp32"] and sizes["int8"] < sizes["fp16"] and sizes["dynamic"] < sizes["fp16"]
     quant = tensor_details(project.path("build/clf/int8/model.tflite"))[0]["features"]["quantization"]
     assert quant[0] > 0  # a real input scale
+    from ai_edge_litert.interpreter import Interpreter
+
+    x16 = Interpreter(model_path=str(project.path("build/clf/x16/model.tflite")))
+    assert any(d["dtype"] == np.int16 for d in x16.get_tensor_details())  # int16 activations inside
+
+
+def assert_close_to_keras(path, model, tolerance: float) -> None:
+    """Run the .tflite as an app would (quantizing with the file's own parameters) vs Keras."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    runner = Interpreter(model_path=str(path)).get_signature_runner()
+    (name, detail), = runner.get_input_details().items()
+    (out_name, out_detail), = runner.get_output_details().items()
+    worst = 0.0
+    for x in features(8, seed=3):
+        x = x[None]
+        fed = x
+        if detail["dtype"] != np.float32:
+            scale, zero = detail["quantization"]
+            info = np.iinfo(detail["dtype"])
+            fed = np.clip(np.round(x / scale) + zero, info.min, info.max).astype(detail["dtype"])
+        got = runner(**{name: fed})[out_name].astype(np.float32)
+        if out_detail["dtype"] != np.float32:
+            scale, zero = out_detail["quantization"]
+            got = (got - zero) * scale
+        worst = max(worst, float(np.abs(got - np.asarray(model(x))).max()))
+    assert worst <= tolerance, (path, worst)
 
 
 def test_recurrent_layers_convert_to_builtin_ops_with_pinned_batch(project):
@@ -115,6 +149,7 @@ def test_recurrent_layers_convert_to_builtin_ops_with_pinned_batch(project):
     assert result.code == 0, result.text
     path = project.path("build/rnn/fp32/model.tflite")
     assert not any(op.startswith("Flex") for op in report(project, "rnn", "fp32")["signature"]["ops"])
+    assert list(tensor_details(path)[0]["seq"]["shape"]) == [1, 6, 3]  # batch pinned to 1 by default
     np.testing.assert_allclose(litert_outputs(path, seq=x[:1])["out"], np.asarray(model(x[:1])), atol=1e-5)
     unpinned = project.run("rnn:fp32", "model.batch_size=null")
     assert unpinned.code == 1, unpinned.text
@@ -181,9 +216,20 @@ def test_subclassed_multi_io_and_dynamic_dims(project):
     assert set(inputs8) == {"left", "right"} and outputs8["classes"]["dtype"] == np.int8
     per_output = report(project, "multi", "int8")["metrics"]["outputs"]
     assert set(per_output) == {"score", "classes"}
+    factories = load_module(project.path("factories.py"))
+    left, right = rng.random((1, 5), dtype=np.float32), rng.random((1, 3), dtype=np.float32)
+    expected = {k: np.asarray(v) for k, v in factories.two_in_two_out()([left, right]).items()}
+    got = litert_outputs(project.path("build/multi/fp32/model.tflite"), left=left, right=right)
+    for name in ("score", "classes"):  # each name carries its own output, not its neighbour's
+        np.testing.assert_allclose(got[name], expected[name], atol=1e-5, err_msg=name)
 
     sub_inputs, _ = tensor_details(project.path("build/sub/fp32/model.tflite"))
     assert list(sub_inputs["x"]["shape"]) == [1, 7]
+    subclassed = factories.subclassed()
+    x = rng.random((1, 7), dtype=np.float32)
+    expected_sub = np.asarray(subclassed(x))  # same seed, same weights as the worker's build
+    got_sub = next(iter(litert_outputs(project.path("build/sub/fp32/model.tflite"), x=x).values()))
+    np.testing.assert_allclose(got_sub, expected_sub, atol=1e-5)
     sub_report = report(project, "sub", "fp32")
     assert sub_report["evaluated_on"] == "evaluation" and sub_report["metrics"]["samples"] == 10
 
