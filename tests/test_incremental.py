@@ -53,9 +53,14 @@ def built(project):
 
 
 def would_convert(project, *args, env=None) -> set[str]:
+    """Targets a dry run would reconvert; any other pending work (render, rejected) fails the test."""
     result = project.run("-n", *args, env=env)
     assert result.code == 0, result.text
-    return {line.split()[2].rstrip(":") for line in result.out.splitlines() if line.startswith("would convert")}
+    lines = [line for line in result.out.splitlines() if line.startswith("would ")]
+    assert all(line.startswith("would convert") for line in lines), result.out
+    if not lines:
+        assert "up to date" in result.out, result.out
+    return {line.split()[2].rstrip(":") for line in lines}
 
 
 def explain(project, target, *args, env=None) -> str:
@@ -210,49 +215,83 @@ def make():
     with open(os.environ["GATE"]) as gate:  # blocks until the test opens the other end
         gate.read()
     import keras
-    return keras.saving.load_model("models/b.keras")
+    return keras.saving.load_model("models/g.keras")
 """
 
 
 def test_killed_worker_fails_its_target_while_others_build(built):
     built.write("killer.py", KILLER)
-    built.recipe("c", "tfbuild: 1\nmodel: {source: 'py:killer:make'}\ntargets: {fp32: {}}\n")
-    result = built.run("-k", "-B")
+    built.recipe("0kill", "tfbuild: 1\nmodel: {source: 'py:killer:make'}\ntargets: {fp32: {}}\n")
+    result = built.run("-k", "-B", "-j1")  # 0kill is scheduled first: the others build after it died
     assert result.code == 1, result.text
-    assert "failed c:fp32" in result.out and "worker died: killed by SIGKILL" in result.out
+    assert "failed 0kill:fp32" in result.out and "worker died: killed by SIGKILL" in result.out
+    assert result.out.index("failed 0kill:fp32") < result.out.index("built a:fp32")
     assert "3 built" in result.out
+    stopped = built.run("-B", "-j1")  # without -k, make stops scheduling after the first failure
+    assert stopped.code == 1 and "skipped a:fp32" in stopped.out and "built" not in stopped.out, stopped.text
+
+
+def writer_when_blocked(gate, process):
+    """Open the FIFO for writing: returns once a worker of `process` is blocked reading it. If the
+    build ends without ever reaching the gate, a watcher opens the reading end so this returns,
+    and the test fails with the build's output instead of hanging."""
+    import threading
+
+    def release_if_build_ends():
+        if process.wait() is not None and not opened.is_set():
+            os.close(os.open(gate, os.O_RDONLY | os.O_NONBLOCK))
+
+    opened = threading.Event()
+    threading.Thread(target=release_if_build_ends, daemon=True).start()
+    writer = open(gate, "w")
+    opened.set()
+    if process.poll() is not None:
+        writer.close()
+        pytest.fail("the build never reached the gate:\n" + "".join(process.communicate()))
+    return writer
 
 
 @pytest.fixture
 def gated(built, tmp_path):
+    """Recipe g, whose model load blocks while GATE is a FIFO nobody writes to."""
     gate = tmp_path / "gate"
     os.mkfifo(gate)
     built.write("gate.py", GATE)
-    built.recipe("g", "tfbuild: 1\nmodel: {source: 'py:gate:make'}\ntargets: {fp32: {}}\n")
+    dense_classifier(built.path("models/g.keras"), seed=7)
+    built.recipe("g", "tfbuild: 1\nmodel: {source: 'py:gate:make', depends: [models/g.keras]}\n"
+                      "targets: {fp32: {}}\n")
     os.environ["GATE"] = str(gate)
     yield built, gate
     del os.environ["GATE"]
 
 
-def test_sigkill_of_the_whole_build_rebuilds_just_the_interrupted_target(gated):
+def test_sigkill_of_the_whole_build_rebuilds_just_the_interrupted_target(gated, tmp_path):
     project, gate = gated
-    dense_classifier(project.path("models/b.keras"), seed=2)  # b:fp32 is out of date too
+    open_gate = tmp_path / "open-gate"
+    open_gate.write_text("")
+    assert project.run("g", env={"GATE": str(open_gate)}).code == 0  # a last good g
+    good = project.path("build/g/fp32/model.tflite").read_bytes()
+    lock_before = project.path("tfbuild.lock").read_text()
+    dense_classifier(project.path("models/b.keras"), seed=2)  # b and g are both out of date now
+    dense_classifier(project.path("models/g.keras"), seed=8)  # declared in model.depends
     build = project.popen("-j1")
-    with open(gate, "w"):  # returns once the g worker is inside its model load, after b was built
+    with writer_when_blocked(gate, build):  # the g worker is inside its model load, after b was built
         os.killpg(build.pid, signal.SIGKILL)
     build.wait()
-    assert would_convert(project) == {"g:fp32"}
-    assert project.path("build/b/fp32/model.tflite").is_file()
-    gate.unlink()
-    gate.write_text("")
-    result = project.run()
+    assert project.path("build/g/fp32/model.tflite").read_bytes() == good  # last good output intact
+    lock_after = json.loads(project.path("tfbuild.lock").read_text())["targets"]
+    assert lock_after["g:fp32"] == json.loads(lock_before)["targets"]["g:fp32"]
+    assert lock_after["b:fp32"] != json.loads(lock_before)["targets"]["b:fp32"]  # b finished first
+    assert would_convert(project, env={"GATE": str(open_gate)}) == {"g:fp32"}
+    result = project.run(env={"GATE": str(open_gate)})
     assert result.code == 0 and "1 built" in result.out, result.text
+    assert not list(project.path("build/g").glob(".tfbuild-staging-*"))  # the killed run's staging is gone
 
 
 def test_concurrent_builds_wait_for_each_other(gated):
     project, gate = gated
     first = project.popen()
-    writer = open(gate, "w")  # the first build now holds the project lock, inside a conversion
+    writer = writer_when_blocked(gate, first)  # the first build holds the project lock, inside a conversion
     second = project.popen()
     waiting = second.stderr.readline()
     assert "waiting for another tfbuild" in waiting and str(first.pid) in waiting

@@ -101,6 +101,8 @@ def conversion_inputs(project: Project, loaded: LoadedRecipe) -> dict[str, Path]
         files += _py_source_files(project, loaded, recipe.model.source, "model.source")
     else:
         files.append(_input_path(project, loaded, recipe.model.source, "model.source", allow_dir=True))
+    for index, spec in enumerate(recipe.model.depends):
+        files.append(_input_path(project, loaded, spec, f"model.depends.{index}", allow_dir=True))
     for name, spec in recipe.model.custom_objects.items():
         files += source_files(spec, [project.root], file=loaded.file, key=f"model.custom_objects.{name}")
     for key in ("calibration", "evaluation"):

@@ -50,6 +50,9 @@ class ModelSection(Strict):
         "ops); null keeps it dynamic."))
     signature: str | None = Field(None, description=(
         "SavedModel sources only: the signature to convert (default serving_default)."))
+    depends: list[str] = Field(default_factory=list, description=(
+        "More files or folders the model source reads (weights a py: factory loads, a vocabulary): "
+        "hashed into every target's key, so editing them rebuilds."))
 
 
 class DataSection(Strict):
