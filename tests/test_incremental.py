@@ -158,6 +158,8 @@ def test_dry_run_changes_nothing_on_disk(built):
 def test_always_make_and_clean(built):
     result = built.run("-B", "b")
     assert result.code == 0 and "1 built" in result.out, result.text
+    dry = built.run("clean", "-n", "a:int8")
+    assert "would remove build/a/int8/model.tflite" in dry.out and built.path("build/a/int8/model.tflite").is_file()
     cleaned = built.run("clean", "a:int8")
     assert cleaned.code == 0
     assert not built.path("build/a/int8").exists() and built.path("build/a/fp32/model.tflite").exists()

@@ -129,6 +129,56 @@ def test_output_dir_may_not_hold_inputs(proj):
     assert_user_error(proj.run("-n"), "output_dir", "contains the input data/calib.npz")
 
 
+def test_missing_custom_object_attribute_is_caught_before_tensorflow(proj):
+    proj.write("acme/__init__.py", "")
+    proj.write("acme/layers.py", "import keras\n\n\nclass Swish(keras.layers.Layer):\n    pass\n")
+    proj.recipe("m", GOOD.replace("  source: models/m.keras\n",
+                                  "  source: models/m.keras\n  custom_objects:\n    Swish: acme.layers:Swich\n"))
+    assert_user_error(proj.run("-n"), "model.custom_objects.Swish", "module 'acme.layers' (layers.py) has no 'Swich'",
+                      "one of: Swish")
+
+
+def test_missing_py_factory_function(proj):
+    proj.write("factories.py", "def make():\n    return None\n")
+    proj.recipe("m", GOOD.replace("source: models/m.keras", "source: 'py:factories:build'"))
+    assert_user_error(proj.run("-n"), "model.source", "has no 'build'", "one of: make")
+
+
+def test_missing_data_and_labels_files(proj):
+    proj.recipe("m", GOOD.replace("data/calib.npz", "data/nope.npz"))
+    assert_user_error(proj.run("-n"), "data.calibration: file not found: data/nope.npz")
+    proj.recipe("m", GOOD + "mobile:\n  labels: data/labels.txt\n  android: {package: a.b, class_name: C}\n")
+    assert_user_error(proj.run("-n"), "mobile.labels: file not found: data/labels.txt")
+
+
+def test_unknown_defaults_piece(proj):
+    proj.recipe("m", "defaults:\n  - quant@targets.int8: nosuch\n  - _self_\n" + GOOD)
+    assert_user_error(proj.run("-n"), "recipes/m.yaml", "cannot compose recipe", "nosuch")
+
+
+def test_schema_version_missing_or_zero(proj):
+    proj.recipe("m", GOOD.replace("tfbuild: 1\n", ""))
+    assert_user_error(proj.run("-n"), "recipes/m.yaml: tfbuild: missing or invalid recipe schema version")
+    proj.recipe("m", GOOD.replace("tfbuild: 1", "tfbuild: 0"))
+    assert_user_error(proj.run("-n"), "tfbuild: recipe schema version 0 is not supported")
+
+
+def test_commands_missing_what_they_need(proj):
+    proj.recipe("m", GOOD)
+    assert_user_error(proj.run("explain"), "explain needs a target")
+    assert_user_error(proj.run("check"), "tfbuild.lock: no lock file")
+    assert_user_error(proj.run("status", "-B"), "-B does not apply to `tfbuild status`")
+    assert proj.run("-j", "0").code == 2
+
+
+def test_dry_runs_and_queries_leave_the_disk_alone(proj):
+    proj.recipe("m", GOOD)
+    before = sorted(p.relative_to(proj.root) for p in proj.root.rglob("*"))
+    for args in (["-n"], ["-n", "targets.int8.io=uint8"], ["status"], ["list"], ["explain", "m:fp32"]):
+        proj.run(*args)
+    assert sorted(p.relative_to(proj.root) for p in proj.root.rglob("*")) == before
+
+
 def test_user_errors_write_nothing(proj):
     proj.recipe("m", GOOD.replace("  fp32: {}", "  fp32: {quantise: float16}"))
     proj.run()

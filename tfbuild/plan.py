@@ -17,7 +17,7 @@ from tfbuild import RECIPE_SCHEMA_VERSION, __version__
 from tfbuild.errors import UserError
 from tfbuild.fingerprint import sha256_json
 from tfbuild.project import LoadedRecipe, Project
-from tfbuild.registry import source_files
+from tfbuild.registry import check_attribute, source_files
 
 # Each tool by the distributions that may provide it (the first one installed wins).
 TOOL_DISTRIBUTIONS = {
@@ -90,7 +90,10 @@ def _input_path(project: Project, loaded: LoadedRecipe, spec: str, key: str, *,
 
 
 def _py_source_files(project: Project, loaded: LoadedRecipe, spec: str, key: str) -> list[Path]:
-    return source_files(spec.removeprefix("py:"), [project.root], file=loaded.file, key=key)
+    spec = spec.removeprefix("py:")
+    files = source_files(spec, [project.root], file=loaded.file, key=key)
+    check_attribute(spec, [project.root], file=loaded.file, key=key)
+    return files
 
 
 def conversion_inputs(project: Project, loaded: LoadedRecipe) -> dict[str, Path]:
@@ -104,7 +107,7 @@ def conversion_inputs(project: Project, loaded: LoadedRecipe) -> dict[str, Path]
     for index, spec in enumerate(recipe.model.depends):
         files.append(_input_path(project, loaded, spec, f"model.depends.{index}", allow_dir=True))
     for name, spec in recipe.model.custom_objects.items():
-        files += source_files(spec, [project.root], file=loaded.file, key=f"model.custom_objects.{name}")
+        files += _py_source_files(project, loaded, spec, f"model.custom_objects.{name}")
     for key in ("calibration", "evaluation"):
         spec = getattr(recipe.data, key)
         if spec is None:

@@ -59,6 +59,40 @@ def source_files(spec: str, search_roots: list[Path], *, file: str, key: str) ->
                     hint="check the spelling, or install the package that provides it")
 
 
+def check_attribute(spec: str, search_roots: list[Path], *, file: str, key: str) -> None:
+    """Fail at planning, not after TensorFlow loaded in a worker, when a module in the project
+    plainly lacks the named attribute. Read with ast (nothing runs); modules with star imports
+    or a module-level __getattr__ are given the benefit of the doubt."""
+    import ast
+
+    module, attribute = parse_import_path(spec, file=file, key=key)
+    path = next((f for f in (_module_file(root, module) for root in search_roots) if f), None)
+    if path is None:
+        return
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError) as err:
+        raise UserError(f"cannot read module {module!r}: {err}", file=file, key=key) from None
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            if any(alias.name == "*" for alias in node.names):
+                return
+            names.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(t.id for t in ast.walk(ast.Module(body=[ast.Expr(t) for t in targets], type_ignores=[]))
+                         if isinstance(t, ast.Name))
+        elif not isinstance(node, ast.Expr):
+            return  # if/try/with at module level may define names conditionally
+    if "__getattr__" in names or attribute.split(".")[0] in names:
+        return
+    raise UserError(f"module {module!r} ({path.name}) has no {attribute.split('.')[0]!r}", file=file,
+                    key=key, expected=f"one of: {', '.join(sorted(n for n in names if not n.startswith('_'))) or '(none)'}")
+
+
 def _installed_elsewhere(top_level: str) -> bool:
     import importlib.util
 
