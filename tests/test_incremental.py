@@ -74,19 +74,27 @@ def tree_snapshot(root) -> dict:
             for p in root.rglob("*") if p.is_file()}
 
 
-def test_noop_build_rebuilds_nothing_imports_no_tensorflow_and_rehashes_nothing(built):
+def run_watched(root, *args) -> tuple[int, str]:
+    """Run the CLI in a fresh interpreter; report its exit code and output, which heavy modules
+    it imported and how many files it hashed, as a last line `HEAVY [...] HASHED n`."""
     script = (
         "import sys, tfbuild.fingerprint as f\n"
         "calls = []\n"
         "real = f._hash_file\n"
         "f._hash_file = lambda p: calls.append(p) or real(p)\n"
         "from tfbuild.cli import main\n"
-        f"code = main(['-C', {str(built.root)!r}])\n"
-        "assert code == 0, code\n"
+        f"code = main(['-C', {str(root)!r}, *{list(args)!r}])\n"
         "heavy = [m for m in ('tensorflow', 'keras', 'ai_edge_litert') if m in sys.modules]\n"
         "print('HEAVY', heavy, 'HASHED', len(calls))\n"
+        "sys.exit(code)\n"
     )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def test_noop_build_rebuilds_nothing_imports_no_tensorflow_and_rehashes_nothing(built):
+    code, out = run_watched(built.root)
+    assert code == 0, out
     assert "all 3 target(s) up to date" in out
     assert "HEAVY [] HASHED 0" in out
 
@@ -187,13 +195,15 @@ def test_moving_outputs_or_dropping_loaders_is_a_change(built):
 
 
 def test_check_gates_the_lock_without_tensorflow(built):
-    check = built.run("check")
-    assert check.code == 0, check.text
+    code, out = run_watched(built.root, "check")
+    assert code == 0 and "tfbuild.lock matches all 3 target(s)" in out and "HEAVY []" in out, out
     lock = json.loads(built.path("tfbuild.lock").read_text())
     entry = lock["targets"]["a:int8"]
     assert entry["inputs"]["file:models/a.keras"] and entry["versions"]["tensorflow"]
     assert "build/a/int8/model.tflite" in entry["outputs"]
     built.save_arrays("data/a.npz", features=features(32, seed=4))
+    code, out = run_watched(built.root, "check")
+    assert code == 1 and "HEAVY []" in out, out
     stale = built.run("check")
     assert stale.code == 1
     assert "a:fp32: data/a.npz changed" in stale.out and "b:fp32" not in stale.out

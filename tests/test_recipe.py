@@ -53,3 +53,6 @@ def test_schema_command_prints_json_schema_with_descriptions():
     target = schema["$defs"]["Target"]
     assert target["additionalProperties"] is False
     assert "Flex runtime" in target["properties"]["select_tf_ops"]["description"]
+    undocumented = [f"{owner}.{name}" for owner, definition in [("Recipe", schema), *schema["$defs"].items()]
+                    for name, prop in definition.get("properties", {}).items() if not prop.get("description")]
+    assert undocumented == []

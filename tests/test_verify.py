@@ -111,6 +111,17 @@ def test_labels_one_hot_and_missing_labels():
 
 
 @pytest.mark.slow
+def test_user_thresholds_pass_and_latency_is_a_threshold(project):
+    write_dense_project(project, targets="fp32: {accept: {top1_agreement: 1.0, max_abs_error: 0.001, min_snr_db: 40}}")
+    passed = project.run()
+    assert passed.code == 0 and "built clf:fp32" in passed.out, passed.text
+    report = json.loads(project.path("build/clf/fp32/report.json").read_text())
+    assert report["thresholds"]["max_abs_error"] == 0.001 and report["verdict"] == "passed"
+    slow = project.run("targets.fp32.accept.max_latency_ms=0.000001", "targets.fp32.accept.latency_runs=5")
+    assert slow.code == 1 and "latency_ms" in slow.out and "> 1e-06" in slow.out, slow.text
+
+
+@pytest.mark.slow
 def test_int8_io_is_quantized_with_the_tensors_own_parameters(project):
     """tfbuild's float view of an int8 model equals a hand computation with the file's own scale/zero point."""
     from ai_edge_litert.interpreter import Interpreter

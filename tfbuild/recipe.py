@@ -149,8 +149,8 @@ class IOSSection(Strict):
 
 
 class MobileSection(Strict):
-    android: AndroidSection | None = None
-    ios: IOSSection | None = None
+    android: AndroidSection | None = Field(None, description="Generate a Kotlin loader (omit for none).")
+    ios: IOSSection | None = Field(None, description="Generate a Swift loader (omit for none).")
     labels: str | None = Field(None, description="Text file, one class label per line.")
     templates: str | None = Field(None, description="Directory whose templates override the built-in ones.")
     golden_samples: int = Field(3, ge=1, le=100, description="Evaluation samples exported as golden vectors.")
@@ -158,11 +158,13 @@ class MobileSection(Strict):
 
 class Recipe(Strict):
     tfbuild: Literal[1] = Field(description="Recipe schema version.")
-    model: ModelSection
-    data: DataSection = Field(default_factory=DataSection)
+    model: ModelSection = Field(description="The source model and how to load it.")
+    data: DataSection = Field(default_factory=DataSection, description=(
+        "Calibration and evaluation inputs, matched to the model's inputs by name."))
     accept: Thresholds | None = Field(None, description="Threshold defaults for every target.")
     targets: dict[str, Target] = Field(min_length=1, description="Named build targets.")
-    mobile: MobileSection | None = None
+    mobile: MobileSection | None = Field(None, description=(
+        "Generated Android/iOS loaders for every target (omit for none)."))
     output_dir: str | None = Field(None, description=(
         "Where outputs go, relative to the project root (default build/<recipe>)."))
 
