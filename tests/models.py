@@ -50,3 +50,45 @@ data:
 targets:
 {indented}
 {extra}""")
+
+
+# A project module of model factories (py: sources) and a py: data source, shared by tests.
+FACTORIES = """\
+import keras
+
+
+class Net(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.hidden = keras.layers.Dense(8, activation="relu")
+        self.head = keras.layers.Dense(3)
+
+    def call(self, x):
+        return self.head(self.hidden(x))
+
+
+def subclassed():
+    keras.utils.set_random_seed(0)
+    return Net()
+
+
+def two_in_two_out():
+    keras.utils.set_random_seed(0)
+    a = keras.Input((5,), name="left")
+    b = keras.Input((3,), name="right")
+    h = keras.layers.Dense(8, activation="relu")(keras.layers.Concatenate()([a, b]))
+    return keras.Model([a, b], {"score": keras.layers.Dense(1)(h),
+                                "classes": keras.layers.Dense(4, activation="softmax")(h)})
+
+
+def sub_data():
+    import numpy as np
+    return {"x": np.random.default_rng(0).random((10, 7), dtype=np.float32)}
+
+
+def variable_length():
+    keras.utils.set_random_seed(0)
+    x = keras.Input((None, 4), name="frames")
+    h = keras.layers.Dense(6, activation="relu")(x)
+    return keras.Model(x, keras.layers.GlobalAveragePooling1D(name="pooled")(h))
+"""

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import assert_user_error
-from models import dense_classifier, features, keras
+from models import FACTORIES, dense_classifier, features, keras
 
 pytestmark = pytest.mark.slow
 
@@ -158,40 +158,7 @@ def test_recurrent_layers_convert_to_builtin_ops_with_pinned_batch(project):
 
 
 def test_subclassed_multi_io_and_dynamic_dims(project):
-    project.write("factories.py", """\
-        import keras
-
-        class Net(keras.Model):
-            def __init__(self):
-                super().__init__()
-                self.hidden = keras.layers.Dense(8, activation="relu")
-                self.head = keras.layers.Dense(3)
-
-            def call(self, x):
-                return self.head(self.hidden(x))
-
-        def subclassed():
-            keras.utils.set_random_seed(0)
-            return Net()
-
-        def two_in_two_out():
-            keras.utils.set_random_seed(0)
-            a = keras.Input((5,), name="left")
-            b = keras.Input((3,), name="right")
-            h = keras.layers.Dense(8, activation="relu")(keras.layers.Concatenate()([a, b]))
-            return keras.Model([a, b], {"score": keras.layers.Dense(1)(h),
-                                        "classes": keras.layers.Dense(4, activation="softmax")(h)})
-
-        def sub_data():  # a py: data source: arrays by input name
-            import numpy as np
-            return {"x": np.random.default_rng(0).random((10, 7), dtype=np.float32)}
-
-        def variable_length():
-            keras.utils.set_random_seed(0)
-            x = keras.Input((None, 4), name="frames")
-            h = keras.layers.Dense(6, activation="relu")(x)
-            return keras.Model(x, keras.layers.GlobalAveragePooling1D(name="pooled")(h))
-        """)
+    project.write("factories.py", FACTORIES)
     rng = np.random.default_rng(0)
     project.save_arrays("data/multi.npz", left=rng.random((10, 5), dtype=np.float32),
                         right=rng.random((10, 3), dtype=np.float32))

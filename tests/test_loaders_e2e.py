@@ -6,28 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from models import FACTORIES
 from test_codegen import assert_all_parse, kotlin_constants, swift_constants
 
 pytestmark = pytest.mark.slow
 
-FACTORIES = """\
-import keras
-
-
-def two_in_two_out():
-    keras.utils.set_random_seed(0)
-    a = keras.Input((5,), name="left")
-    b = keras.Input((3,), name="right")
-    h = keras.layers.Dense(8, activation="relu")(keras.layers.Concatenate()([a, b]))
-    return keras.Model([a, b], {"score": keras.layers.Dense(1)(h),
-                                "classes": keras.layers.Dense(4, activation="softmax")(h)})
-
-
-def variable_length():
-    keras.utils.set_random_seed(0)
-    x = keras.Input((None, 4), name="frames")
-    return keras.Model(x, keras.layers.GlobalAveragePooling1D(name="pooled")(keras.layers.Dense(6)(x)))
-"""
 
 
 def model_tensors(path) -> dict[str, dict]:
