@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from tfbuild.plan import TargetPlan, diff_config, diff_inputs
+from tfbuild.plan import REPORT_FILE, TargetPlan, diff_config, diff_inputs
 from tfbuild.project import Project, read_json, write_json_atomic
 
 STATE_VERSION = 1
@@ -68,12 +68,16 @@ class BuildState:
 
 
 def _last_good(entry: dict) -> dict:
+    """The lock's view of a good build. report.json is left out of its outputs: it holds
+    measurements (timings, latency) that differ on every run and would make the committed lock
+    churn; the shipped files (model, loaders, golden vectors) are deterministic."""
     inputs = entry["inputs"]
+    outputs = {**entry["outputs"], **entry.get("loader_outputs", {})}
     return {
         "key": entry["key"],
         "inputs": {k: v for k, v in inputs.items() if not k.startswith("version:")},
         "versions": {k.removeprefix("version:"): v for k, v in inputs.items() if k.startswith("version:")},
-        "outputs": {**entry["outputs"], **entry.get("loader_outputs", {})},
+        "outputs": {k: v for k, v in outputs.items() if not k.endswith("/" + REPORT_FILE)},
     }
 
 
