@@ -16,6 +16,8 @@ from models import dense_classifier, features
 
 pytestmark = pytest.mark.slow
 
+LAYERS = "import keras\n\nfrom .ops import double\n\n\nclass Scale(keras.layers.Layer):\n    pass\n"
+
 TWO_RECIPES = {
     "a": """\
 tfbuild: 1
@@ -40,7 +42,9 @@ targets:
 def built(project):
     """Two recipes, built once: a (with a registry module and data) and b."""
     project.write("acme/__init__.py", "")
-    project.write("acme/layers.py", "import keras\n\n\nclass Scale(keras.layers.Layer):\n    pass\n")
+    project.write("acme/layers.py", LAYERS)
+    project.write("acme/ops.py", "def double(x):\n    return 2 * x\n")
+    project.write("acme/unused.py", "")
     dense_classifier(project.path("models/a.keras"))
     dense_classifier(project.path("models/b.keras"), seed=1)
     project.save_arrays("data/a.npz", features=features(32))
@@ -113,10 +117,16 @@ def test_each_kind_of_input_rebuilds_exactly_the_affected_targets(built):
     built.path("models/a.keras").write_bytes(original)  # new mtime, same bytes: up to date again
     assert would_convert(built) == set()
 
-    built.write("acme/layers.py", built.path("acme/layers.py").read_text() + "# tuned\n")
+    built.write("acme/layers.py", LAYERS + "# tuned\n")
     assert would_convert(built) == {"a:fp32", "a:int8"}
     assert "acme/layers.py changed" in explain(built, "a:int8")
-    built.write("acme/layers.py", "import keras\n\n\nclass Scale(keras.layers.Layer):\n    pass\n")
+    built.write("acme/layers.py", LAYERS)
+    built.write("acme/ops.py", "def double(x):\n    return x + x\n")  # imported by the registry module
+    assert would_convert(built) == {"a:fp32", "a:int8"}
+    assert "acme/ops.py changed" in explain(built, "a:int8")
+    built.write("acme/ops.py", "def double(x):\n    return 2 * x\n")
+    built.write("acme/unused.py", "# nobody imports this\n")
+    assert would_convert(built) == set()
 
     built.save_arrays("data/a.npz", features=features(32, seed=9))
     assert would_convert(built) == {"a:fp32", "a:int8"}

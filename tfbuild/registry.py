@@ -34,29 +34,68 @@ def _module_file(root: Path, dotted: str) -> Path | None:
 
 
 def source_files(spec: str, search_roots: list[Path], *, file: str, key: str) -> list[Path]:
-    """The files whose edits can change what an import path yields, found on the search roots.
-
-    For a module inside a package: every .py file of its package directory (sibling helpers it
-    imports with `from .ops import f`), plus the __init__ files above it. For a top-level module:
-    the file itself. Imports reaching into other packages are not followed (documented).
-    Modules installed elsewhere return [] and are covered by `distribution_version`; a module
-    found nowhere is a user error.
+    """The files whose edits can change what an import path yields, found on the search roots:
+    the module, the package __init__ files above it, and, transitively, every module of the
+    project it imports (absolute or relative imports, read with ast; nothing runs). Modules
+    installed elsewhere return [] and are covered by `distribution_version`; a module found
+    nowhere is a user error.
     """
     module, _ = parse_import_path(spec, file=file, key=key)
-    parts = module.split(".")
     for root in search_roots:
-        found = _module_file(root, module)
-        if found is None:
-            continue
-        packages = [_module_file(root, ".".join(parts[:i])) for i in range(1, len(parts))]
-        siblings = sorted(p for p in found.parent.rglob("*.py") if "__pycache__" not in p.parts) \
-            if len(parts) > 1 else []
-        return sorted({p for p in packages if p is not None} | set(siblings) | {found})
-    if _installed_elsewhere(parts[0]):
+        if _module_file(root, module) is not None:
+            return sorted(_project_closure(root, module))
+    if _installed_elsewhere(module.split(".")[0]):
         return []
     raise UserError(f"cannot find module {module!r} for {spec!r}", file=file, key=key,
                     expected="a module importable from the project root",
                     hint="check the spelling, or install the package that provides it")
+
+
+def _with_packages(root: Path, dotted: str) -> list[tuple[str, Path]]:
+    """The module and every package above it that has an __init__ (they run on import)."""
+    parts = dotted.split(".")
+    found = []
+    for i in range(1, len(parts) + 1):
+        name = ".".join(parts[:i])
+        path = _module_file(root, name)
+        if path is not None:
+            found.append((name, path))
+    return found
+
+
+def _imports(path: Path, dotted: str) -> set[str]:
+    """Absolute names of the modules a file imports (relative imports resolved)."""
+    import ast
+
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+        return set()  # check_attribute or the worker reports an unreadable module
+    package = dotted if path.name == "__init__.py" else dotted.rpartition(".")[0]
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".") if package else []
+                anchor = anchor[: len(anchor) - (node.level - 1)] if node.level > 1 else anchor
+                base = ".".join([*anchor, base] if base else anchor)
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names if alias.name != "*")
+    return {n for n in names if n}
+
+
+def _project_closure(root: Path, module: str) -> set[Path]:
+    seen: dict[str, Path] = {}
+    pending = [module]
+    while pending:
+        for name, path in _with_packages(root, pending.pop()):
+            if name not in seen:
+                seen[name] = path
+                pending.extend(_imports(path, name))
+    return set(seen.values())
 
 
 def check_attribute(spec: str, search_roots: list[Path], *, file: str, key: str) -> None:
