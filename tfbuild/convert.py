@@ -347,10 +347,12 @@ def run_job(job: dict, emit: Callable[[dict], None]) -> None:
     recipe = Recipe.model_validate(job["recipe"])
     root, file = Path(job["root"]), job["file"]
     started = time.perf_counter()
+    emit({"event": "phase", "target": None, "phase": "loading the model"})
     source = load_source(recipe, root, file)
     calibration, _ = _data(recipe, root, file, source, "calibration")
     eval_inputs, labels, eval_from = _evaluation_set(recipe, root, file, source)
     loaded = time.perf_counter()
+    emit({"event": "phase", "target": None, "phase": "running the source model on the evaluation data"})
     verify.load_runtime()
     imported = time.perf_counter()
     reference = source.reference(eval_inputs)
@@ -360,14 +362,14 @@ def run_job(job: dict, emit: Callable[[dict], None]) -> None:
         emit({"event": "started", "target": item["name"]})
         try:
             result = _build_target(recipe, item, source, calibration, eval_inputs, labels, eval_from,
-                                   reference, shared)
+                                   reference, shared, emit)
             emit({"event": "done", "target": item["name"], "result": result})
         except ConversionFailed as err:
             emit({"event": "failed", "target": item["name"], "message": str(err)})
 
 
 def _build_target(recipe: Recipe, item: dict, source: Source, calibration, eval_inputs, labels,
-                  eval_from: str, reference, shared_timings: dict) -> dict:
+                  eval_from: str, reference, shared_timings: dict, emit: Callable[[dict], None]) -> dict:
     """Convert, verify and stage one target. Shared timings (model load, source-model run on the
     evaluation data) are paid once per recipe and reported with every target."""
     target = recipe.targets[item["name"]]
@@ -379,6 +381,7 @@ def _build_target(recipe: Recipe, item: dict, source: Source, calibration, eval_
     stage = Path(item["stage"])
     stage.mkdir(parents=True, exist_ok=True)
     (stage / target.output).write_bytes(model_bytes)
+    emit({"event": "phase", "target": item["name"], "phase": "verifying in LiteRT"})
     golden_count = recipe.mobile.golden_samples if recipe.mobile else 3
     report = verify_model(model_bytes, eval_inputs, labels, reference, thresholds, user_set,
                           batch=_batch(source), golden_count=golden_count)

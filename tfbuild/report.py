@@ -31,7 +31,7 @@ class Progress:
             self._bar = Bar(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
                             MofNCompleteColumn(), TimeElapsedColumn(), console=self.console, transient=True)
             self._task = self._bar.add_task("building", total=total)
-            self._running: list[str] = []
+            self._activity: dict[str, str] = {}  # recipe -> what its worker is doing
             self._bar.start()
 
     @property
@@ -44,17 +44,20 @@ class Progress:
         return self._console
 
     def start(self, plan) -> None:
+        self.phase(plan.loaded.name, plan.id, "converting")
+
+    def phase(self, recipe: str, what: str, doing: str) -> None:
+        """What a worker is doing now (loading the model, converting, verifying), on a terminal."""
         if self._bar is not None:
-            self._running.append(plan.id)
-            self._bar.update(self._task, description="converting " + ", ".join(self._running))
+            self._activity[recipe] = f"{what}: {doing}"
+            self._bar.update(self._task, description=" | ".join(self._activity.values()))
 
     def finish(self, outcome) -> None:
         self.done += 1
         plan = outcome.plan
         if self._bar is not None:
-            if plan.id in self._running:
-                self._running.remove(plan.id)
-            self._bar.update(self._task, advance=1, description="converting " + ", ".join(self._running))
+            self._activity.pop(plan.loaded.name, None)
+            self._bar.update(self._task, advance=1, description=" | ".join(self._activity.values()))
         if outcome.status == "up-to-date" and not self.verbose:
             return
         took = f" ({outcome.seconds:.1f}s)" if outcome.seconds else ""

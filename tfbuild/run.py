@@ -139,6 +139,7 @@ class Builder:
         job.process, job.connection, _ = self.warm.pop() if self.warm else start_worker(None)
         job.connection.send(payload)
         job.pending = [p.name for p in job.plans]
+        self.progress.phase(job.recipe, job.recipe, "starting a worker (importing TensorFlow)")
 
     def _drain(self, job: Job) -> bool:
         """Handle every message available; True when the job is over."""
@@ -162,6 +163,10 @@ class Builder:
 
     def _handle(self, job: Job, message: dict) -> bool:
         event = message["event"]
+        if event == "phase":
+            target = message["target"]
+            self.progress.phase(job.recipe, f"{job.recipe}:{target}" if target else job.recipe, message["phase"])
+            return False
         if event == "started":
             job.started[message["target"]] = time.perf_counter()
             self.progress.start(self._plan(job, message["target"]))
