@@ -368,3 +368,15 @@ def test_template_or_mobile_change_rerenders_loaders_without_converting(project)
     assert dropped.code == 0 and "rendered clf:fp32" in dropped.out, dropped.text
     assert not project.path("build/clf/fp32/android").exists() and not project.path("build/clf/fp32/ios").exists()
     assert project.path("build/clf/fp32/model.tflite").stat().st_mtime_ns == model_before
+
+
+def test_sigterm_stops_workers_and_keeps_finished_targets(gated):
+    project, gate = gated
+    build = project.popen("-j1")
+    with writer_when_blocked(gate, build):  # a, b are up to date; g's worker is loading
+        build.terminate()
+        out, err = build.communicate(timeout=60)
+    assert build.returncode == 143, out + err
+    assert "interrupted" in err and "Traceback" not in err
+    assert not list(project.root.rglob(".tfbuild-staging-*"))
+    assert would_convert(project) == {"g:fp32"}

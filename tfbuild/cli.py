@@ -44,6 +44,14 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: workers stopped, staging removed, finished targets kept."""
+
+
+def _terminated(signum, frame):
+    raise Terminated()
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -283,6 +291,8 @@ def cmd_report(project, options) -> int:
     from tfbuild.html_report import write_report
 
     plans, _ = _classified(project, *_split(options.args))
+    if not any((plan.out_dir / "report.json").is_file() for plan in plans):
+        raise UserError("nothing built yet: no report.json to show", hint="run tfbuild first")
     path = Path(options.output) if options.output else project.root / "build" / "report.html"
     write_report(plans, path)
     print(f"wrote {path}")
@@ -293,8 +303,10 @@ def main(argv: list[str] | None = None) -> int:
     from tfbuild.project import Project
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    if hasattr(signal, "SIGPIPE") and threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `tfbuild status | head` ends quietly, like make
+    if threading.current_thread() is threading.main_thread():
+        if hasattr(signal, "SIGPIPE"):
+            signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `tfbuild status | head` ends quietly, like make
+        signal.signal(signal.SIGTERM, _terminated)  # a CI cancel cleans up like Ctrl-C
     options = _parser().parse_intermixed_args(argv)
     if options.command not in COMMANDS:
         options.args.insert(0, options.command)
@@ -312,6 +324,6 @@ def main(argv: list[str] | None = None) -> int:
             err.hint = err.hint or (f"did you mean `tfbuild {close[0]}`?" if close else None)
         print(err.render(), file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         print("interrupted: finished targets are kept; the next run rebuilds the rest", file=sys.stderr)
-        return 130
+        return 143 if isinstance(interrupt, Terminated) else 130
