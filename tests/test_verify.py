@@ -139,6 +139,6 @@ def test_int8_io_is_quantized_with_the_tensors_own_parameters(project):
     scaled = x / in_scale
     q = np.clip(np.sign(scaled) * np.floor(np.abs(scaled) + 0.5) + in_zero, -128, 127).astype(np.int8)
     by_hand = (runner(features=q)["probs"].astype(np.float32) - out_zero) * out_scale
-    floats, raw_in, _ = verify.run(model_bytes, {"features": x}, batch=1)
+    floats, raw_in, _ = verify.run(model_bytes, verify.signature(model_bytes), {"features": x}, batch=1)
     np.testing.assert_array_equal(raw_in["features"], q)
     np.testing.assert_allclose(floats["probs"], by_hand, rtol=0, atol=1e-7)

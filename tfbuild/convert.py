@@ -413,7 +413,8 @@ def verify_model(model_bytes: bytes, eval_inputs, labels, reference, thresholds:
     """Report dict with verdict passed / rejected / unverified, and its failures and warnings."""
     size_kb = len(model_bytes) / 1024
     warnings: list[str] = []
-    if verify.uses_flex(model_bytes):
+    signature = verify.signature(model_bytes)
+    if verify.uses_flex(signature):
         warnings.append("uses select TF ops: the app needs the Flex runtime "
                         "(org.tensorflow:tensorflow-lite-select-tf-ops / TensorFlowLiteSelectTfOps)")
         failures = verify.judge({}, thresholds, size_kb, None)
@@ -424,14 +425,12 @@ def verify_model(model_bytes: bytes, eval_inputs, labels, reference, thresholds:
         if thresholds.get("waive"):
             warnings.append(f"verification waived: {thresholds['waive']}")
         return {"verdict": verdict, "failures": failures, "warnings": warnings, "metrics": {},
-                "latency_ms": None, "signature": verify.signature(model_bytes), "uses_flex": True,
-                "golden": None}
-    signature = verify.signature(model_bytes)
-    candidate, raw_in, raw_out = verify.run(model_bytes, eval_inputs, batch)
+                "latency_ms": None, "signature": signature, "uses_flex": True, "golden": None}
+    candidate, raw_in, raw_out = verify.run(model_bytes, signature, eval_inputs, batch)
     used = len(next(iter(candidate.values())))
     metrics = verify.compare({k: v[:used] for k, v in reference.items()}, candidate,
                              labels[:used] if labels is not None else None)
-    latency = verify.median_latency_ms(model_bytes, eval_inputs, int(thresholds["latency_runs"]),
+    latency = verify.median_latency_ms(model_bytes, signature, eval_inputs, int(thresholds["latency_runs"]),
                                        int(thresholds["latency_threads"]))
     failures = verify.judge(metrics, thresholds, size_kb, latency)
     golden_count = min(golden_count, used)

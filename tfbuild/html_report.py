@@ -8,8 +8,9 @@ between quantization modes is visible at a glance.
 from __future__ import annotations
 
 import html
-import json
 from pathlib import Path
+
+from tfbuild.plan import REPORT_FILE
 
 WIDTH, HEIGHT, PAD = 520, 300, 48
 
@@ -74,20 +75,13 @@ def _row(plan, report: dict | None) -> str:
     return "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>"
 
 
-def _read(plan) -> dict | None:
-    try:
-        return json.loads((plan.out_dir / "report.json").read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def render(plans) -> str:
     sections = []
     by_recipe: dict[str, list] = {}
     for plan in plans:
         by_recipe.setdefault(plan.loaded.name, []).append(plan)
     for recipe, members in by_recipe.items():
-        reports = [(plan, _read(plan)) for plan in members]
+        reports = [(plan, plan.read_output(REPORT_FILE)) for plan in members]
         rows = "".join(_row(plan, report) for plan, report in reports)
         points, label = [], "quality"
         for plan, report in reports:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tfbuild import __version__
 from tfbuild.errors import UserError
-from tfbuild.plan import TargetPlan
+from tfbuild.plan import GOLDEN_FILE, REPORT_FILE, TargetPlan
 from tfbuild.project import LoadedRecipe, Project
 
 
@@ -52,12 +52,13 @@ def _labels(project: Project, loaded: LoadedRecipe) -> list[str] | None:
 
 
 def context(project: Project, plan: TargetPlan) -> dict:
-    from tfbuild.run import read_golden, read_report
-
-    report = read_report(plan)
+    report = plan.read_output(REPORT_FILE)
+    if report is None:
+        raise UserError(f"{plan.id} has no readable report.json to generate loaders from",
+                        file=plan.loaded.file, hint=f"rebuild it: tfbuild -B {plan.id}")
     mobile = plan.loaded.recipe.mobile
     signature = report["signature"]
-    golden = read_golden(plan)
+    golden = plan.read_output(GOLDEN_FILE)
     if golden is not None:
         keep = mobile.golden_samples
         golden = {"count": min(keep, golden["count"]),

@@ -66,6 +66,13 @@ class TargetPlan:
     def target(self):
         return self.loaded.recipe.targets[self.name]
 
+    def read_output(self, name: str) -> dict | None:
+        """A JSON output of this target (report.json, golden.json), or None if absent or unreadable."""
+        try:
+            return json.loads((self.out_dir / name).read_text())
+        except (OSError, ValueError):
+            return None
+
 
 def flatten(value, prefix: str = "") -> dict[str, object]:
     if isinstance(value, dict) and value:

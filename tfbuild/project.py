@@ -7,6 +7,7 @@ recipes are cached by the digests of every YAML file under `recipes/` plus the o
 from __future__ import annotations
 
 import fnmatch
+import functools
 import json
 import os
 from dataclasses import dataclass, field
@@ -87,12 +88,20 @@ class Project:
             raise _blame_override(err, overrides) from None
         return LoadedRecipe(name=name, file=shown, raw=raw, recipe=recipe)
 
-    def _composed(self, name: str, overrides: list[str], shown: str) -> dict:
+    @functools.cached_property
+    def _recipes_fingerprint(self) -> list:
+        """Every YAML file a composition may read, with its digest (once per run, not per recipe)."""
         yaml_files = sorted(p for p in self.recipes_dir.rglob("*") if p.suffix in (".yaml", ".yml"))
-        cache_key = sha256_json([COMPOSE_CACHE_VERSION, __version__, name, overrides, _hydra_version(),
-                                 [[self.rel(p), self.digests.file(p)] for p in yaml_files]])
-        cache_file = self.state_dir / "compose-cache.json"
-        cache = read_json(cache_file)
+        return [COMPOSE_CACHE_VERSION, __version__, _hydra_version(),
+                [[self.rel(p), self.digests.file(p)] for p in yaml_files]]
+
+    @functools.cached_property
+    def _compose_cache(self) -> dict:
+        return read_json(self.state_dir / "compose-cache.json")
+
+    def _composed(self, name: str, overrides: list[str], shown: str) -> dict:
+        cache_key = sha256_json([*self._recipes_fingerprint, name, overrides])
+        cache = self._compose_cache
         if cache_key in cache:
             return cache[cache_key]
         raw = recipe_mod.compose(self.recipes_dir, name, overrides, shown)
@@ -100,7 +109,7 @@ class Project:
             cache[cache_key] = raw
             while len(cache) > COMPOSE_CACHE_LIMIT:
                 cache.pop(next(iter(cache)))
-            write_json_atomic(cache_file, cache)
+            write_json_atomic(self.state_dir / "compose-cache.json", cache)
         return raw
 
     def select(self, patterns: list[str], overrides: list[str]) -> list[tuple[LoadedRecipe, list[str]]]:

@@ -7,6 +7,7 @@ them* (the planner hashes them on every run, and importing user code could pull 
 
 from __future__ import annotations
 
+import functools
 import importlib
 import re
 import sys
@@ -51,6 +52,23 @@ def source_files(spec: str, search_roots: list[Path], *, file: str, key: str) ->
                     hint="check the spelling, or install the package that provides it")
 
 
+def _parsed(path: Path):
+    """The module's syntax tree, or the exception reading it raised; parsed once per run even
+    though import-following and the attribute check both need it."""
+    st = path.stat()
+    return _parse_cached(str(path), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=None)
+def _parse_cached(path: str, mtime_ns: int, size: int):
+    import ast
+
+    try:
+        return ast.parse(Path(path).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError) as err:
+        return err
+
+
 def _with_packages(root: Path, dotted: str) -> list[tuple[str, Path]]:
     """The module and every package above it that has an __init__ (they run on import)."""
     parts = dotted.split(".")
@@ -67,9 +85,8 @@ def _imports(path: Path, dotted: str) -> set[str]:
     """Absolute names of the modules a file imports (relative imports resolved)."""
     import ast
 
-    try:
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+    tree = _parsed(path)
+    if isinstance(tree, Exception):
         return set()  # check_attribute or the worker reports an unreadable module
     package = dotted if path.name == "__init__.py" else dotted.rpartition(".")[0]
     names = set()
@@ -108,10 +125,9 @@ def check_attribute(spec: str, search_roots: list[Path], *, file: str, key: str)
     path = next((f for f in (_module_file(root, module) for root in search_roots) if f), None)
     if path is None:
         return
-    try:
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-    except (OSError, SyntaxError, UnicodeDecodeError, ValueError) as err:
-        raise UserError(f"cannot read module {module!r}: {err}", file=file, key=key) from None
+    tree = _parsed(path)
+    if isinstance(tree, Exception):
+        raise UserError(f"cannot read module {module!r}: {tree}", file=file, key=key)
     names: set[str] = set()
     for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):

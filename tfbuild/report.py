@@ -7,9 +7,10 @@ the same numbers as the files on disk.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
+
+from tfbuild.plan import REPORT_FILE
 
 STATUS_STYLE = {"built": "green", "rendered": "green", "up-to-date": "dim", "failed": "red",
                 "rejected": "red", "skipped": "yellow", "error": "red"}
@@ -79,13 +80,6 @@ class Progress:
             self._bar.stop()
 
 
-def _read_report(plan) -> dict | None:
-    try:
-        return json.loads((plan.out_dir / "report.json").read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def _headline_metrics(report: dict) -> str:
     metrics = report.get("metrics") or {}
     parts = []
@@ -103,7 +97,7 @@ def _headline_metrics(report: dict) -> str:
 
 
 def summary_rows(outcomes) -> list[list[str]]:
-    reports = {o.plan.id: _read_report(o.plan) for o in outcomes}
+    reports = {o.plan.id: o.plan.read_output(REPORT_FILE) for o in outcomes}
     float_sizes = {o.plan.loaded.name: reports[o.plan.id]["size_bytes"] for o in outcomes
                    if reports[o.plan.id] and reports[o.plan.id].get("quantize") == "float32"}
     rows = []

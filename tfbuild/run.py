@@ -1,14 +1,14 @@
 """The scheduler: worker processes per recipe, atomic promotion, then state and lock.
 
-Order of writes is the whole crash-safety story: a worker writes into `.tfbuild/staging/`, the
-parent renames each finished file into `build/…`, renders loaders the same way, and only then
+Order of writes is the whole crash-safety story: a worker writes into a staging folder of its
+run beside the outputs (`build/<recipe>/.tfbuild-staging-<run>/`), the parent renames each
+finished file into `build/<recipe>/<target>/`, renders loaders the same way, and only then
 records the target in the state and lock. Killed at any moment, the recorded digests no longer
 match (or the key is not recorded), so the next run rebuilds exactly what was interrupted.
 """
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 import secrets
@@ -20,7 +20,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 
 from tfbuild.errors import UserError
-from tfbuild.plan import GOLDEN_FILE, REPORT_FILE, TargetPlan, tool_versions
+from tfbuild.plan import TargetPlan, tool_versions
 from tfbuild.project import Project
 from tfbuild.state import BuildState
 
@@ -324,12 +324,3 @@ def promote(stage: Path, destination: Path, names: list[str]) -> list[Path]:
         os.replace(stage / name, target)
         placed.append(target)
     return placed
-
-
-def read_report(plan: TargetPlan) -> dict:
-    return json.loads((plan.out_dir / REPORT_FILE).read_text())
-
-
-def read_golden(plan: TargetPlan) -> dict | None:
-    path = plan.out_dir / GOLDEN_FILE
-    return json.loads(path.read_text()) if path.is_file() else None

@@ -56,8 +56,8 @@ def _ops(model_bytes: bytes) -> list[str]:
     return sorted(ops)
 
 
-def uses_flex(model_bytes: bytes) -> bool:
-    return any(op.startswith(FLEX_PREFIX) for op in _ops(model_bytes))
+def uses_flex(sig: dict) -> bool:
+    return any(op.startswith(FLEX_PREFIX) for op in sig["ops"])
 
 
 def _tensor(name: str, tensor, schema) -> dict:
@@ -127,9 +127,9 @@ def dequantize(values: np.ndarray, tensor: dict) -> np.ndarray:
     return (values.astype(np.float32) - q["zero_point"]) * q["scale"]
 
 
-def run(model_bytes: bytes, inputs: dict[str, np.ndarray], batch: int) -> tuple[dict, dict, dict]:
-    """Run every sample; return (float outputs, raw inputs fed, raw outputs), all by name."""
-    sig = signature(model_bytes)
+def run(model_bytes: bytes, sig: dict, inputs: dict[str, np.ndarray], batch: int) -> tuple[dict, dict, dict]:
+    """Run every sample; return (float outputs, raw inputs fed, raw outputs), all by name.
+    `sig` is the model's `signature()`, read once by the caller."""
     runner = interpreter(model_bytes).get_signature_runner()
     count = len(next(iter(inputs.values())))
     raw_in = {t["name"]: quantize(inputs[t["name"]], t) for t in sig["inputs"]}
@@ -143,8 +143,8 @@ def run(model_bytes: bytes, inputs: dict[str, np.ndarray], batch: int) -> tuple[
     return floats, raw_in, raw_out
 
 
-def median_latency_ms(model_bytes: bytes, inputs: dict[str, np.ndarray], runs: int, threads: int) -> float:
-    sig = signature(model_bytes)
+def median_latency_ms(model_bytes: bytes, sig: dict, inputs: dict[str, np.ndarray], runs: int,
+                      threads: int) -> float:
     runner = interpreter(model_bytes, threads).get_signature_runner()
     sample = {t["name"]: quantize(inputs[t["name"]][:1], t) for t in sig["inputs"]}
     runner(**sample)  # warm-up: allocation and delegate preparation are not latency
