@@ -51,24 +51,46 @@ def test_defaults_per_mode_and_user_overrides():
     assert thresholds["top1_agreement"] == 0.99 and thresholds["max_size_kb"] == 64 and user_set
 
 
+def poison_float_weights(model_bytes: bytes) -> bytes:
+    """A copy of a .tflite whose float32 constant buffers (weights, biases) all hold NaN: a
+    conversion broken in a known way, so its outputs are NaN on every run, not by chance."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    data = bytearray(model_bytes)
+    model = schema.Model.GetRootAsModel(data, 0)
+    graph = model.Subgraphs(0)
+    poisoned = 0
+    for i in range(graph.TensorsLength()):
+        tensor = graph.Tensors(i)
+        buffer = model.Buffers(tensor.Buffer())
+        if tensor.Type() == schema.TensorType.FLOAT32 and buffer.DataLength():
+            buffer.DataAsNumpy().view(np.float32)[:] = np.nan  # a view into `data`
+            poisoned += 1
+    assert poisoned, "the model has no float32 constants to poison"
+    return bytes(data)
+
+
 @pytest.mark.slow
-def test_the_nan_producing_conversion_is_caught_by_the_default_thresholds():
-    """Converting a Keras 3 function without the object that owns its variables writes a file
-    whose weights are uninitialised: it loads, runs, and outputs NaN. The verifier must refuse it."""
+def test_a_conversion_that_outputs_nan_is_caught_by_the_default_thresholds():
     import tensorflow as tf
 
+    from tfbuild.convert import verify_model
+
     model = dense_classifier()
-    spec = tf.TensorSpec((1, 8), tf.float32, name="features")
-    function = tf.function(lambda x: {"probs": model(x)}, input_signature=[spec]).get_concrete_function()
-    broken = tf.lite.TFLiteConverter.from_concrete_functions([function], model).convert()
+    good = tf.lite.TFLiteConverter.from_keras_model(model).convert()
     x = features(8)
     reference = {"probs": np.asarray(model(x))}
     thresholds, user_set = verify.effective_thresholds("float32")
-    from tfbuild.convert import verify_model
+    signature_name = verify.signature(good)["outputs"][0]["name"]
+    reference = {signature_name: reference["probs"]}
+    input_name = verify.signature(good)["inputs"][0]["name"]
 
-    report = verify_model(broken, {"features": x}, None, reference, thresholds, user_set, batch=1)
-    assert report["verdict"] == "rejected"
-    assert any("not finite" in f for f in report["failures"]), report["failures"]
+    passed = verify_model(good, {input_name: x}, None, reference, thresholds, user_set, batch=1)
+    assert passed["verdict"] == "passed", passed["failures"]
+    broken = verify_model(poison_float_weights(good), {input_name: x}, None, reference, thresholds,
+                          user_set, batch=1)
+    assert broken["verdict"] == "rejected"
+    assert broken["failures"] == ["outputs are not finite (NaN or Inf): the conversion is broken"]
 
 
 @pytest.mark.slow
