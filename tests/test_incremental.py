@@ -245,8 +245,8 @@ def test_killed_worker_fails_its_target_while_others_build(built):
     built.recipe("0kill", "tfbuild: 1\nmodel: {source: 'py:killer:make'}\ntargets: {fp32: {}}\n")
     result = built.run("-k", "-B", "-j1")  # 0kill is scheduled first: the others build after it died
     assert result.code == 1, result.text
-    assert "failed 0kill:fp32" in result.out and "worker died: killed by SIGKILL" in result.out
-    assert result.out.index("failed 0kill:fp32") < result.out.index("built a:fp32")
+    assert "crashed 0kill:fp32" in result.out and "worker died while loading the model: killed by SIGKILL" in result.out
+    assert result.out.index("crashed 0kill:fp32") < result.out.index("built a:fp32")
     assert "3 built" in result.out
     stopped = built.run("-B", "-j1")  # without -k, make stops scheduling after the first failure
     assert stopped.code == 1 and "skipped a:fp32" in stopped.out and "built" not in stopped.out, stopped.text

@@ -10,12 +10,14 @@ Keras 3 variables are not frozen and the file outputs NaN.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
 import time
+import traceback
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -35,17 +37,54 @@ class ConversionFailed(Exception):
     """A target could not be converted; the message says what to change."""
 
 
+# What the worker is doing now, so that a crash (an exception from user code or TensorFlow, or a
+# signal the parent sees) is reported with its stage instead of as a bare exception.
+STAGE = {"now": "starting"}
+
+
+def enter_stage(stage: str) -> None:
+    STAGE["now"] = stage
+
+
 @dataclass
 class Source:
+    """A loaded model, whatever its kind: named inputs (batch pinned as the recipe says), named
+    outputs, how to make a converter for it, and the reference it is verified against."""
     input_specs: list[tuple[str, list[int | None], str]]
     output_names: list[str]
-    concrete: object
-    owner: object
+    make_converter: Callable[[], object]  # a fresh TFLiteConverter, before any settings
+    graph_def: Callable[[], object]  # the TensorFlow graph the converter reads
     reference: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+    output_kinds: dict[str, str] = field(default_factory=dict)  # scores | values, where known
+    # A twin whose recurrent layers are unrolled (static sequence length): plain ops that integer
+    # calibration can run, where a WHILE loop crashes the calibrator.
+    unrolled: Callable[[], "Source | None"] | None = None
+    # Converters that lose names (the TF1 SignatureDef path) yield positional samples in this order
+    # and get their signature written back by `finish`.
+    calibration_order: list[str] | None = None
+    finish: Callable[[bytes], bytes] = field(default=lambda model_bytes: model_bytes)
+    notes: list[str] = field(default_factory=list)  # said once in the build output and the report
+    warnings: list[str] = field(default_factory=list)  # added to each target converted from it
 
     @property
     def input_names(self) -> list[str]:
         return [name for name, _, _ in self.input_specs]
+
+    def has_loop(self) -> bool:
+        """Whether the graph (or a function it calls) holds a While loop."""
+        graph = self.graph_def()
+        ops = {node.op for node in graph.node}
+        for function in graph.library.function:
+            ops.update(node.op for node in function.node_def)
+        return bool(ops & {"While", "StatelessWhile"})
+
+
+def _concrete_source(concrete, owner, specs, names, reference, kinds) -> Source:
+    """A source traced to one concrete function: the converter reads it with the object that owns
+    its variables (without the owner, Keras 3 variables are not frozen and the file outputs NaN)."""
+    def make_converter():
+        return _tf().lite.TFLiteConverter.from_concrete_functions([concrete], owner)
+    return Source(specs, names, make_converter, concrete.graph.as_graph_def, reference, kinds)
 
 
 def _tf():
@@ -117,7 +156,7 @@ def _load_keras_file(path: Path, recipe: Recipe, file: str):
         with keras.saving.custom_object_scope(objects):
             return keras.saving.load_model(path, custom_objects=objects, compile=False,
                                            safe_mode=not recipe.model.trust_code)
-    except (TypeError, ValueError) as err:
+    except Exception as err:  # Keras raises many types for a model it cannot rebuild
         raise _load_error(err, file) from None
 
 
@@ -134,7 +173,8 @@ def _load_error(err: Exception, file: str) -> UserError:
     if "safe_mode" in text or "lambda" in text.lower():
         return UserError("loading the model would run code stored in it", file=file, key="model.trust_code",
                          expected="trust_code: true, only for a model you produced yourself")
-    return UserError(f"cannot load the model: {text.splitlines()[0][:300]}", file=file, key="model.source")
+    return UserError(f"cannot load the model: {describe_exception(err)}", file=file, key="model.source",
+                     hint="was it saved completely, by Keras 3 (.keras) or Keras 2 (.h5)?")
 
 
 def _keras_input_specs(model, recipe: Recipe, file: str) -> list[tuple[str, list, str]]:
@@ -175,19 +215,93 @@ def _output_names(model, outputs) -> list[str]:
     return names
 
 
-def _keras_source(model, recipe: Recipe, file: str) -> Source:
+def apply_output_specs(names: list[str], recipe: Recipe, file: str) -> tuple[list[str], dict[str, str]]:
+    """The recipe's `model.outputs`: new names (positional list, or a mapping from the names the
+    model gives) and the kinds the user declared, by new name."""
+    declared = recipe.model.outputs
+    if declared is None:
+        return names, {}
+    if isinstance(declared, list):
+        if len(declared) != len(names):
+            raise UserError(f"{len(declared)} output(s) named, but the model has {len(names)}: "
+                            f"{', '.join(names)}", file=file, key="model.outputs",
+                            expected=f"a list of {len(names)} names in the model's output order")
+        pairs = list(zip(names, declared))
+    else:
+        unknown = [name for name in declared if name not in names]
+        if unknown:
+            raise UserError(f"the model has no output {unknown[0]!r}", file=file,
+                            key=f"model.outputs.{unknown[0]}", expected=f"one of: {', '.join(names)}")
+        pairs = [(name, declared.get(name)) for name in names]
+    renamed, kinds = [], {}
+    for original, spec in pairs:
+        new = spec if isinstance(spec, str) else (spec.name if spec is not None and spec.name else original)
+        renamed.append(new)
+        if spec is not None and not isinstance(spec, str) and spec.kind:
+            kinds[new] = spec.kind
+    if len(set(renamed)) != len(renamed):
+        raise UserError(f"output names repeat: {', '.join(renamed)}", file=file, key="model.outputs",
+                        expected="a distinct name for every output")
+    return renamed, kinds
+
+
+SCORE_ACTIVATIONS = ("softmax", "sigmoid")
+
+
+def _keras_output_kinds(model, names: list[str], original: list[str]) -> dict[str, str]:
+    """`scores` for outputs a softmax or sigmoid produces (read from the layers; None elsewhere)."""
+    def kind_of(layer) -> str | None:
+        activation = getattr(getattr(layer, "activation", None), "__name__", None)
+        if type(layer).__name__ == "Softmax" or activation in SCORE_ACTIVATIONS:
+            return "scores"
+        return None
+    try:
+        producers = [t._keras_history.operation for t in model.outputs]
+    except (AttributeError, ValueError, TypeError):
+        return {}
+    by_layer = {layer.name: layer for layer in producers}
+    kinds = {}
+    for index, (new, old) in enumerate(zip(names, original)):
+        layer = by_layer.get(old) or (producers[index] if len(producers) == len(names) else None)
+        if layer is not None and kind_of(layer):
+            kinds[new] = kind_of(layer)
+    return kinds
+
+
+DYNAMIC_PROBE = 32  # length given to a dynamic axis when a model must be called to be built
+
+
+def _build_if_needed(model, specs) -> None:
+    """Subclassed models create their weights on the first call: make it eagerly, with a size for
+    dynamic axes that convolutions and pooling accept (1 would not)."""
+    if getattr(model, "built", True):
+        return
+    probe = [np.zeros([1 if i == 0 and d is None else (d or DYNAMIC_PROBE) for i, d in enumerate(shape)],
+                      dtype=dtype) for _, shape, dtype in specs]
+    model(probe[0] if len(probe) == 1 else probe, training=False)
+
+
+def _keras_source(model, recipe: Recipe, file: str, *, objects: dict | None = None) -> Source:
+    """Trace the model symbolically with the recipe's input signature: dynamic axes stay dynamic
+    (a probe call with made-up sizes would break convolutions on a length-1 axis)."""
     tf = _tf()
     specs = _keras_input_specs(model, recipe, file)
-    probe = [np.zeros([1 if d is None else d for d in shape], dtype=dtype) for _, shape, dtype in specs]
-    outputs = model(probe[0] if len(probe) == 1 else probe, training=False)
-    names = _output_names(model, outputs)
+    enter_stage("tracing the model")
+    _build_if_needed(model, specs)
+    signature = [tf.TensorSpec(shape, dtype, name=name) for name, shape, dtype in specs]
+
+    def raw(*args):
+        return model(args[0] if len(args) == 1 else list(args), training=False)
+
+    structure = tf.function(raw, input_signature=signature).get_concrete_function().structured_outputs
+    original = _output_names(model, structure)
+    names, declared_kinds = apply_output_specs(original, recipe, file)
 
     def call(*args):
-        result = model(args[0] if len(args) == 1 else list(args), training=False)
+        result = raw(*args)
         flat = list(result.values()) if isinstance(result, dict) else tf.nest.flatten(result)
         return dict(zip(names, flat))
 
-    signature = [tf.TensorSpec(shape, dtype, name=name) for name, shape, dtype in specs]
     function = tf.function(call, input_signature=signature)
     owner = tf.Module()
     owner.variables_of_model = [getattr(v, "value", v) for v in model.variables]
@@ -197,32 +311,53 @@ def _keras_source(model, recipe: Recipe, file: str) -> Source:
         result = call(*[tf.constant(inputs[name]) for name, _, _ in specs])
         return {name: np.asarray(value) for name, value in result.items()}
 
-    return Source(specs, names, function.get_concrete_function(), owner, reference)
+    kinds = {**_keras_output_kinds(model, names, original), **declared_kinds}
+    source = _concrete_source(function.get_concrete_function(), owner, specs, names, reference, kinds)
+    if _recurrent_layers(model) and all(d is not None for _, shape, _ in specs for d in shape):
+        source.unrolled = functools.cache(lambda: _unrolled_source(model, recipe, file, objects or {}))
+    return source
 
 
-def _saved_model_source(path: Path, recipe: Recipe, file: str) -> Source:
+RECURRENT_LAYERS = ("LSTM", "GRU", "SimpleRNN", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D")
+
+
+def _recurrent_layers(model) -> list[str]:
+    try:
+        return [layer.name for layer in model._flatten_layers() if type(layer).__name__ in RECURRENT_LAYERS]
+    except AttributeError:
+        return []
+
+
+def _set_unroll(config):
+    if isinstance(config, dict):
+        if config.get("class_name") in RECURRENT_LAYERS and isinstance(config.get("config"), dict):
+            config["config"]["unroll"] = True
+        for value in config.values():
+            _set_unroll(value)
+    elif isinstance(config, list):
+        for value in config:
+            _set_unroll(value)
+
+
+def _unrolled_source(model, recipe: Recipe, file: str, objects: dict) -> "Source | None":
+    """The same model rebuilt from its config with `unroll=True` on every recurrent layer and the
+    same weights. None when the model cannot be rebuilt from its config (subclassed)."""
+    import keras
+
+    try:
+        config = model.get_config()
+        _set_unroll(config)
+        with keras.saving.custom_object_scope(objects):
+            twin = type(model).from_config(config)
+        twin.set_weights(model.get_weights())
+    except (NotImplementedError, TypeError, ValueError, KeyError):
+        return None
+    return _keras_source(twin, recipe, file, objects=objects)
+
+
+def _batched(call, specs, names, batch):
+    """The reference run, in steps of the pinned batch (a SavedModel may accept no other)."""
     tf = _tf()
-    loaded = tf.saved_model.load(str(path))
-    key = recipe.model.signature or "serving_default"
-    if key not in loaded.signatures:
-        raise UserError(f"the SavedModel has no signature {key!r}", file=file, key="model.signature",
-                        expected=f"one of: {', '.join(loaded.signatures) or '(none)'}")
-    fn = loaded.signatures[key]
-    kwargs = fn.structured_input_signature[1]
-    declared = recipe.model.inputs
-    if declared:
-        specs = [(name, list(spec.shape), spec.dtype) for name, spec in declared.items()]
-    else:
-        specs = [(name, _pin_batch(list(spec.shape), recipe, False), spec.dtype.name)
-                 for name, spec in sorted(kwargs.items())]
-    names = list(fn.structured_outputs)
-
-    def call(*args):
-        return fn(**{name: arg for (name, _, _), arg in zip(specs, args)})
-
-    signature = [tf.TensorSpec(shape, dtype, name=name) for name, shape, dtype in specs]
-    function = tf.function(call, input_signature=signature)
-    batch = specs[0][1][0] if specs and specs[0][1] else None
 
     def reference(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         count = len(next(iter(inputs.values())))
@@ -230,22 +365,152 @@ def _saved_model_source(path: Path, recipe: Recipe, file: str) -> Source:
         parts = [call(*[tf.constant(inputs[n][i:i + step]) for n, _, _ in specs])
                  for i in range(0, count - count % step, step)]
         return {n: np.concatenate([np.asarray(p[n]) for p in parts]) for n in names}
+    return reference
 
-    return Source(specs, names, function.get_concrete_function(), loaded, reference)
+
+def _saved_input_specs(recipe: Recipe, found: dict) -> list:
+    """Inputs declared in the recipe, else the signature's own (name -> (shape, dtype)), sorted."""
+    declared = recipe.model.inputs
+    if declared:
+        return [(name, list(spec.shape), spec.dtype) for name, spec in declared.items()]
+    return [(name, _pin_batch(list(shape), recipe, False), dtype) for name, (shape, dtype) in sorted(found.items())]
+
+
+def _unknown_signature(key: str, available, file: str) -> UserError:
+    return UserError(f"the SavedModel has no signature {key!r}", file=file, key="model.signature",
+                     expected=f"one of: {', '.join(sorted(available)) or '(none)'}")
+
+
+def _saved_model_source(path: Path, recipe: Recipe, file: str) -> Source:
+    """The object graph first (TF2 SavedModels); when TensorFlow cannot revive it (a SavedModel
+    from an older TensorFlow/Keras, e.g. with a legacy optimizer and no tf-keras installed), the
+    SignatureDef graph, which every SavedModel carries."""
+    tf = _tf()
+    key = recipe.model.signature or "serving_default"
+    try:
+        loaded = tf.saved_model.load(str(path))
+    except Exception as err:  # TensorFlow raises many kinds here, all meaning "cannot revive"
+        reason = describe_exception(err)
+        return _signature_graph_source(path, recipe, file, key, reason)
+    if key not in loaded.signatures:
+        raise _unknown_signature(key, loaded.signatures, file)
+    fn = loaded.signatures[key]
+    found = {name: (list(spec.shape), spec.dtype.name) for name, spec in fn.structured_input_signature[1].items()}
+    specs = _saved_input_specs(recipe, found)
+    original = list(fn.structured_outputs)
+    names, kinds = apply_output_specs(original, recipe, file)
+
+    def call(*args):
+        result = fn(**{name: arg for (name, _, _), arg in zip(specs, args)})
+        return {new: result[old] for new, old in zip(names, original)}
+
+    signature = [tf.TensorSpec(shape, dtype, name=name) for name, shape, dtype in specs]
+    function = tf.function(call, input_signature=signature)
+    batch = specs[0][1][0] if specs and specs[0][1] else None
+    return _concrete_source(function.get_concrete_function(), loaded, specs, names,
+                            _batched(call, specs, names, batch), kinds)
+
+
+def _signature_graph_source(path: Path, recipe: Recipe, file: str, key: str, reason: str) -> Source:
+    """Convert the SignatureDef's graph with the TF1 converter (it freezes the variables in a
+    session, never reviving Python objects), then write the signature's own input and output
+    names back into the .tflite: that converter names them after graph tensors."""
+    tf = _tf()
+    from tensorflow.python.saved_model import load_v1_in_v2, loader_impl
+
+    try:
+        saved = loader_impl.parse_saved_model(str(path))
+        meta = next((m for m in saved.meta_graphs if "serve" in m.meta_info_def.tags), saved.meta_graphs[0])
+        tags = list(meta.meta_info_def.tags)
+        if key not in meta.signature_def:
+            raise _unknown_signature(key, meta.signature_def, file)
+        signature_def = meta.signature_def[key]
+        loaded = load_v1_in_v2.load(str(path), tags)
+        fn = loaded.signatures[key]
+    except UserError:
+        raise
+    except Exception as err:
+        raise UserError(f"cannot load the SavedModel: as an object graph, {reason}; as a "
+                        f"SignatureDef graph, {describe_exception(err)}", file=file, key="model.source",
+                        hint="is the variables/ folder complete? was it written by this TensorFlow "
+                             "or an older one?") from None
+    found = {name: ([None if d.size < 0 else d.size for d in info.tensor_shape.dim],
+                    tf.dtypes.as_dtype(info.dtype).name) for name, info in signature_def.inputs.items()}
+    specs = _saved_input_specs(recipe, found)
+    original = sorted(signature_def.outputs)
+    names, kinds = apply_output_specs(original, recipe, file)
+    tensor_of = {name: signature_def.inputs[name].name.split(":")[0] for name, _, _ in specs}
+
+    def call(*args):
+        result = fn(**{name: arg for (name, _, _), arg in zip(specs, args)})
+        return {new: result[old] for new, old in zip(names, original)}
+
+    def make_converter():
+        return tf.compat.v1.lite.TFLiteConverter.from_saved_model(
+            str(path), input_shapes={tensor_of[n]: shape for n, shape, _ in specs},
+            signature_key=key, tag_set=set(tags))
+
+    order = [next(n for n, t in tensor_of.items() if t == array) for array in make_converter().get_input_arrays()]
+    output_tensor = {_tflite_tensor_name(signature_def.outputs[old].name): new for new, old in zip(names, original)}
+
+    def finish(model_bytes: bytes) -> bytes:
+        return write_signature(model_bytes, key, order, output_tensor)
+
+    batch = specs[0][1][0] if specs and specs[0][1] else None
+    source = Source(specs, names, make_converter, lambda: meta.graph_def,
+                    _batched(call, specs, names, batch), kinds, calibration_order=order, finish=finish)
+    source.notes.append(f"TensorFlow {tf.__version__} cannot revive this SavedModel's objects ({reason}): "
+                        f"converted from its SignatureDef graph {key!r} instead, keeping its names")
+    return source
+
+
+def _tflite_tensor_name(graph_tensor: str) -> str:
+    """`StatefulPartitionedCall:0` in the graph is `StatefulPartitionedCall` in the .tflite."""
+    name, _, index = graph_tensor.partition(":")
+    return name if index in ("", "0") else graph_tensor
+
+
+def write_signature(model_bytes: bytes, key: str, inputs: list[str], outputs: dict[str, str]) -> bytes:
+    """A copy of the model with one SignatureDef: subgraph inputs in order take the names in
+    `inputs`; outputs are renamed by their current tensor name (`outputs`: tensor -> new name)."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(bytearray(model_bytes), 0)
+    graph = model.subgraphs[0]
+
+    def tensor_map(name: str, index: int):
+        entry = schema.TensorMapT()
+        entry.name, entry.tensorIndex = name, int(index)
+        graph.tensors[int(index)].name = name
+        return entry
+
+    current = [graph.tensors[int(i)].name.decode() if isinstance(graph.tensors[int(i)].name, bytes)
+               else graph.tensors[int(i)].name for i in graph.outputs]
+    signature = schema.SignatureDefT()
+    signature.signatureKey, signature.subgraphIndex = key, 0
+    signature.inputs = [tensor_map(name, index) for name, index in zip(inputs, graph.inputs)]
+    signature.outputs = [tensor_map(outputs.get(name, name), index) for name, index in zip(current, graph.outputs)]
+    model.signatureDefs = [signature]
+    builder = flatbuffers.Builder(len(model_bytes) + 4096)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
 
 
 def load_source(recipe: Recipe, root: Path, file: str) -> Source:
     spec = recipe.model.source
+    enter_stage("loading the model")
     if spec.startswith("py:"):
         factory = load_object(spec[3:], file=file, key="model.source")
-        return _keras_source(factory(), recipe, file)
+        return _keras_source(factory(), recipe, file, objects=_custom_objects(recipe, file))
     path = root / spec
     if path.is_dir():
         if (path / "saved_model.pb").is_file():
             return _saved_model_source(path, recipe, file)
         raise UserError("directory is not a SavedModel (no saved_model.pb)", file=file, key="model.source")
     if path.suffix in (".keras", ".h5", ".hdf5"):
-        return _keras_source(_load_keras_file(path, recipe, file), recipe, file)
+        return _keras_source(_load_keras_file(path, recipe, file), recipe, file,
+                             objects=_custom_objects(recipe, file))
     raise UserError(f"unsupported model source {spec!r}", file=file, key="model.source",
                     expected=".keras, .h5, a SavedModel directory, or py:package.module:function")
 
@@ -254,7 +519,7 @@ def load_source(recipe: Recipe, root: Path, file: str) -> Source:
 
 def _converter(source: Source, target: Target, calibration: dict[str, np.ndarray] | None):
     tf = _tf()
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([source.concrete], source.owner)
+    converter = source.make_converter()
     ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if target.quantize != "float32":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -277,13 +542,16 @@ def _converter(source: Source, target: Target, calibration: dict[str, np.ndarray
 
 
 def _representative(source: Source, calibration: dict[str, np.ndarray]):
+    """Calibration samples keyed by input name, so that each reaches its own input whatever order
+    the converter gives the inputs (positional, in the converter's order, where it lost names)."""
     step = _batch(source)
     count = len(next(iter(calibration.values())))
+    dtypes = {name: dtype for name, _, dtype in source.input_specs}
 
     def samples():
         for start in range(0, count - count % step, step):
-            yield [calibration[name][start:start + step].astype(dtype)
-                   for name, _, dtype in source.input_specs]
+            sample = {name: calibration[name][start:start + step].astype(dtypes[name]) for name in dtypes}
+            yield sample if source.calibration_order is None else [sample[n] for n in source.calibration_order]
     return samples
 
 
@@ -303,17 +571,53 @@ def explain_converter_error(text: str) -> str:
                 "or replace the layer")
     if "quantiz" in text.lower():
         line = next((l for l in text.splitlines() if "error" in l.lower()), text.splitlines()[0])
-        return (f"integer quantization failed{where}: {line.strip()[:240]}; try quantize: dynamic, "
+        return (f"integer quantization failed{where}: {line.strip()}; try quantize: dynamic, "
                 "or io: float32, or check the calibration data")
     errors = [l.split("error:", 1)[1].strip() for l in text.splitlines() if "error:" in l]
-    return f"conversion failed{where}: {(errors[0] if errors else text.strip().splitlines()[0])[:300]}"
+    return f"conversion failed{where}: {errors[0] if errors else text.strip().splitlines()[0]}"
 
 
-def convert_target(source: Source, target: Target, calibration) -> bytes:
+FLEX_CALIBRATION = "not supported by this interpreter"
+
+
+def convert_target(source: Source, target: Target, calibration, target_name: str) -> tuple[bytes, list[str]]:
+    """The .tflite bytes, and warnings about how they were made."""
+    integer = target.quantize in ("int8", "int16x8")
+    enter_stage("converting and calibrating" if integer else "converting")
+    if integer:
+        source = _calibratable(source, target, target_name)
     try:
-        return _converter(source, target, calibration).convert()
+        return source.finish(_converter(source, target, calibration).convert()), source.warnings
     except Exception as err:  # the converter raises many types, all with the same MLIR text
-        raise ConversionFailed(explain_converter_error(str(err))) from None
+        text = str(err)
+        if integer and FLEX_CALIBRATION in text and "Select TensorFlow op" in text:
+            raise ConversionFailed(
+                f"quantize: {target.quantize} needs calibration, which runs the model in LiteRT's "
+                "builtin interpreter, and this model needs Flex (select TF) ops it cannot run: set "
+                f"targets.{target_name}.quantize to dynamic or float16 (Flex ops stay float), or "
+                "replace the op") from None
+        raise ConversionFailed(explain_converter_error(text)) from None
+
+
+def _calibratable(source: Source, target: Target, target_name: str) -> Source:
+    """Integer calibration runs the float model in LiteRT, whose calibrator crashes (SIGSEGV) on
+    WHILE loops. Recurrent Keras layers are unrolled when the sequence length is static; any other
+    loop is refused here, before converting, with the settings that do work."""
+    if not source.has_loop():
+        return source
+    twin = source.unrolled() if source.unrolled is not None else None
+    if twin is not None and not twin.has_loop():
+        twin.warnings.append("recurrent layers were unrolled over their fixed sequence length so that "
+                             "integer calibration can run; the file grows with that length")
+        return twin
+    dynamic = [name for name, shape, _ in source.input_specs if None in shape[1:]]
+    fix = f"set targets.{target_name}.quantize to dynamic or float16"
+    if dynamic:
+        fix = (f"pin the sequence length of {', '.join(dynamic)} in model.inputs (e.g. shape: "
+               f"[1, 20, 8]) so that recurrent layers are unrolled, or {fix}")
+    raise ConversionFailed(f"quantize: {target.quantize} cannot calibrate a model with a loop (a "
+                           f"recurrent layer or tf.while_loop): LiteRT's calibrator does not run "
+                           f"WHILE ops; {fix}")
 
 
 # ---------------------------------------------------------------- one job
@@ -342,55 +646,103 @@ def _evaluation_set(recipe: Recipe, root: Path, file: str, source: Source):
     return data_mod.generated_samples(source.input_specs, count), None, "generated random samples (no data)"
 
 
+def describe_exception(err: BaseException) -> str:
+    """`Type: the first line that says something`, whole, never cut mid-word. Skips Keras'
+    `Exception encountered when calling X.call().` preamble (kept as `in X.call()`) and
+    autograph's `in user code:` stack, whose last `SomeError: ...` line is the real cause."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err))  # Keras bolds names with terminal escapes
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    kind = type(err).__name__
+    if lines and lines[0] == "in user code:":
+        causes = [re.match(r"^(\w+(?:Error|Exception)): (.*)$", line) for line in lines[1:]]
+        found = [match for match in causes if match]
+        if found:
+            kind, rest = found[-1].group(1), found[-1].group(2)
+            lines = [rest] + lines[lines.index(found[-1].group(0)) + 1:]
+    where = ""
+    if lines and lines[0].startswith("Exception encountered when calling"):
+        where = " (in " + lines.pop(0).removeprefix("Exception encountered when calling").strip(" .") + ")"
+    meaningful = next((line for line in lines if not line.startswith(("Arguments received", "•"))), "")
+    return f"{kind}: {meaningful}{where}" if meaningful else f"{kind}{where}"
+
+
+def _labels_count(recipe: Recipe, root: Path) -> int | None:
+    if recipe.mobile is None or recipe.mobile.labels is None:
+        return None
+    try:
+        text = (root / recipe.mobile.labels).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    return len([line for line in text.splitlines() if line.strip()])
+
+
 def run_job(job: dict, emit: Callable[[dict], None]) -> None:
     """Convert, verify and stage every target of one recipe; report each as it finishes."""
     recipe = Recipe.model_validate(job["recipe"])
     root, file = Path(job["root"]), job["file"]
     started = time.perf_counter()
-    emit({"event": "phase", "target": None, "phase": "loading the model"})
+
+    def phase(target: str | None, what: str) -> None:
+        enter_stage(what)
+        emit({"event": "phase", "target": target, "phase": what})
+
+    phase(None, "loading the model")
     source = load_source(recipe, root, file)
+    for note in source.notes:
+        emit({"event": "note", "message": note})
+    enter_stage("reading the data")
     calibration, _ = _data(recipe, root, file, source, "calibration")
     eval_inputs, labels, eval_from = _evaluation_set(recipe, root, file, source)
     loaded = time.perf_counter()
-    emit({"event": "phase", "target": None, "phase": "running the source model on the evaluation data"})
+    phase(None, "running the source model on the evaluation data")
     verify.load_runtime()
     imported = time.perf_counter()
     reference = source.reference(eval_inputs)
+    kinds = verify.output_kinds(reference, source.output_kinds, _labels_count(recipe, root))
     shared = {"load_s": round(loaded - started, 3), "runtime_import_s": round(imported - loaded, 3),
               "reference_s": round(time.perf_counter() - imported, 3)}
     for item in job["targets"]:
         emit({"event": "started", "target": item["name"]})
         try:
-            result = _build_target(recipe, item, source, calibration, eval_inputs, labels, eval_from,
-                                   reference, shared, emit)
+            result = _build_target(recipe, item, source, calibration, (eval_inputs, labels, eval_from),
+                                   reference, kinds, shared, phase)
             emit({"event": "done", "target": item["name"], "result": result})
         except ConversionFailed as err:
-            emit({"event": "failed", "target": item["name"], "message": str(err)})
+            emit({"event": "failed", "target": item["name"], "message": f"while {STAGE['now']}: {err}"})
+        except UserError:
+            raise
+        except Exception as err:  # a bug, or TensorFlow failing on this model: this target only
+            traceback.print_exc()
+            emit({"event": "crashed", "target": item["name"], "stage": STAGE["now"],
+                  "message": describe_exception(err)})
 
 
-def _build_target(recipe: Recipe, item: dict, source: Source, calibration, eval_inputs, labels,
-                  eval_from: str, reference, shared_timings: dict, emit: Callable[[dict], None]) -> dict:
+def _build_target(recipe: Recipe, item: dict, source: Source, calibration, evaluation: tuple,
+                  reference, kinds: dict[str, str], shared_timings: dict, phase: Callable) -> dict:
     """Convert, verify and stage one target. Shared timings (model load, source-model run on the
     evaluation data) are paid once per recipe and reported with every target."""
     target = recipe.targets[item["name"]]
+    eval_inputs, labels, eval_from = evaluation
     started = time.perf_counter()
-    model_bytes = convert_target(source, target, calibration)
+    model_bytes, conversion_warnings = convert_target(source, target, calibration, item["name"])
     convert_s = time.perf_counter() - started
     thresholds, user_set = verify.effective_thresholds(
         target.quantize, recipe.accept and recipe.accept.model_dump(), target.accept and target.accept.model_dump())
     stage = Path(item["stage"])
     stage.mkdir(parents=True, exist_ok=True)
     (stage / target.output).write_bytes(model_bytes)
-    emit({"event": "phase", "target": item["name"], "phase": "verifying in LiteRT"})
+    phase(item["name"], "verifying in LiteRT")
     golden_count = recipe.mobile.golden_samples if recipe.mobile else 3
     report = verify_model(model_bytes, eval_inputs, labels, reference, thresholds, user_set,
-                          batch=_batch(source), golden_count=golden_count)
+                          batch=_batch(source), golden_count=golden_count, kinds=kinds)
     report.update({
         "recipe": item["recipe"], "target": item["name"], "quantize": target.quantize, "io": target.io,
         "select_tf_ops": target.select_tf_ops, "evaluated_on": eval_from, "versions": item["versions"],
         "model_file": target.output, "model_sha256": sha256_bytes(model_bytes),
-        "size_bytes": len(model_bytes), "thresholds": thresholds,
+        "size_bytes": len(model_bytes), "thresholds": thresholds, "output_kinds": kinds,
+        "notes": source.notes,
     })
+    report["warnings"] = conversion_warnings + report["warnings"]
     report["timings"] = {"convert_s": round(convert_s, 3),
                          "verify_s": round(time.perf_counter() - started - convert_s, 3), **shared_timings}
     golden = report.pop("golden", None)
@@ -409,7 +761,7 @@ def _batch(source: Source) -> int:
 
 
 def verify_model(model_bytes: bytes, eval_inputs, labels, reference, thresholds: dict,
-                 user_set: bool, batch: int, golden_count: int = 3) -> dict:
+                 user_set: bool, batch: int, golden_count: int = 3, kinds: dict | None = None) -> dict:
     """Report dict with verdict passed / rejected / unverified, and its failures and warnings."""
     size_kb = len(model_bytes) / 1024
     warnings: list[str] = []
@@ -429,7 +781,7 @@ def verify_model(model_bytes: bytes, eval_inputs, labels, reference, thresholds:
     candidate, raw_in, raw_out = verify.run(model_bytes, signature, eval_inputs, batch)
     used = len(next(iter(candidate.values())))
     metrics = verify.compare({k: v[:used] for k, v in reference.items()}, candidate,
-                             labels[:used] if labels is not None else None)
+                             labels[:used] if labels is not None else None, kinds)
     latency = verify.median_latency_ms(model_bytes, signature, eval_inputs, int(thresholds["latency_runs"]),
                                        int(thresholds["latency_threads"]))
     failures = verify.judge(metrics, thresholds, size_kb, latency)

@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator,
+                      model_validator)
 
 from tfbuild import RECIPE_SCHEMA_VERSION
 from tfbuild.errors import UserError
@@ -30,6 +31,26 @@ class InputSpec(Strict):
     shape: list[int | None] = Field(
         description="Full shape including the batch dimension; null keeps a dimension dynamic.")
     dtype: DType = Field("float32", description="Element type of the input tensor.")
+
+
+class OutputSpec(Strict):
+    name: str | None = Field(None, description=(
+        "Name of the output in the .tflite signature, the report and the generated loaders."))
+    kind: Literal["scores", "values"] | None = Field(None, description=(
+        "scores: class probabilities or logits (top-1 agreement and accuracy apply); values: "
+        "regression, boxes, landmarks, embeddings (errors, cosine and SNR only). Inferred when "
+        "omitted: a softmax or sigmoid last activation, rows of probabilities, or one column per "
+        "label in mobile.labels mean scores; anything else is values."))
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(NAME_PATTERN, value):
+            raise ValueError("letters, digits, _ . - (it becomes a tensor name and an identifier)")
+        return value
+
+
+OutputEntry = Annotated[str, StringConstraints(pattern=NAME_PATTERN)] | OutputSpec
 
 
 class ModelSection(Strict):
@@ -50,6 +71,10 @@ class ModelSection(Strict):
         "ops); null keeps it dynamic."))
     signature: str | None = Field(None, description=(
         "SavedModel sources only: the signature to convert (default serving_default)."))
+    outputs: list[OutputEntry] | dict[str, OutputEntry] | None = Field(None, description=(
+        "Names and kinds of the outputs: a list in the model's output order (`[bbox, landmarks, "
+        "{name: scores, kind: scores}]`), or a mapping from the names the model gives "
+        "(`{output_0: bbox}`). Each entry is a name, or {name, kind}."))
     depends: list[str] = Field(default_factory=list, description=(
         "More files or folders the model source reads (weights a py: factory loads, a vocabulary): "
         "hashed into every target's key, so editing them rebuilds."))

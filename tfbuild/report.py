@@ -13,7 +13,7 @@ import time
 from tfbuild.plan import REPORT_FILE
 
 STATUS_STYLE = {"built": "green", "rendered": "green", "up-to-date": "dim", "failed": "red",
-                "rejected": "red", "skipped": "yellow", "error": "red"}
+                "crashed": "red", "rejected": "red", "skipped": "yellow", "error": "red"}
 
 
 class Progress:
@@ -72,6 +72,10 @@ class Progress:
         for warning in outcome.warnings:
             self.line(f"    warning: {warning}", markup=False)
 
+    def note(self, recipe: str, message: str) -> None:
+        """Something true of a whole recipe (a fallback taken), said once."""
+        self.line(f"note: {recipe}: {message}", markup=False)
+
     def line(self, text: str, *, markup: bool = True) -> None:
         self.console.print(text, markup=markup, highlight=False)
 
@@ -102,7 +106,7 @@ def summary_rows(outcomes) -> list[list[str]]:
                    if reports[o.plan.id] and reports[o.plan.id].get("quantize") == "float32"}
     rows = []
     for outcome in outcomes:
-        report = reports[outcome.plan.id] if outcome.status not in ("failed", "rejected", "error", "skipped") else None
+        report = reports[outcome.plan.id] if outcome.status not in ("failed", "crashed", "rejected", "error", "skipped") else None
         size = ratio = metrics = latency = ""
         if report:
             size = f"{report['size_bytes'] / 1024:.1f} KiB"
@@ -111,7 +115,7 @@ def summary_rows(outcomes) -> list[list[str]]:
             metrics = _headline_metrics(report)
             latency = f"{report['latency_ms']:.3f} ms" if report.get("latency_ms") is not None else ""
         elif outcome.messages:
-            metrics = outcome.messages[0].splitlines()[0][:70]
+            metrics = outcome.messages[0].splitlines()[0]  # whole: the column wraps
         rows.append([outcome.plan.id, outcome.status, size, ratio, metrics, latency,
                      f"{outcome.seconds:.1f}s" if outcome.seconds else ""])
     return rows
@@ -135,9 +139,8 @@ def print_summary(progress: Progress, outcomes, elapsed: float) -> None:
     fixed = sum(max(len(r[i]) for r in rows + [["target", "status", "size", "vs fp32", "", "latency", "time"]])
                 for i in (0, 1, 2, 3, 5, 6)) + 12
     for column in ("target", "status", "size", "vs fp32", "metrics", "latency", "time"):
-        if column == "metrics":  # the one column that gives way on a narrow terminal
-            table.add_column(column, no_wrap=True, overflow="ellipsis",
-                             max_width=max(16, progress.console.width - fixed))
+        if column == "metrics":  # the one column that wraps (never cuts) on a narrow terminal
+            table.add_column(column, overflow="fold", max_width=max(16, progress.console.width - fixed))
         else:
             table.add_column(column, no_wrap=True)
     for row in rows:
@@ -147,7 +150,7 @@ def print_summary(progress: Progress, outcomes, elapsed: float) -> None:
     counts: dict[str, int] = {}
     for outcome in outcomes:
         counts[outcome.status] = counts.get(outcome.status, 0) + 1
-    order = ("built", "rendered", "up-to-date", "rejected", "failed", "error", "skipped")
+    order = ("built", "rendered", "up-to-date", "rejected", "failed", "crashed", "error", "skipped")
     summary = ", ".join(f"{counts[s]} {s}" for s in order if s in counts)
     progress.console.print(f"{summary} in {elapsed:.1f}s", highlight=False)
 

@@ -28,7 +28,7 @@ from tfbuild.state import BuildState
 @dataclass
 class Outcome:
     plan: TargetPlan
-    status: str  # built | rendered | up-to-date | failed | rejected | skipped | error
+    status: str  # built | rendered | up-to-date | failed | crashed | rejected | skipped | error
     seconds: float = 0.0
     messages: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -52,6 +52,7 @@ class Job:
     connection: object = None
     started: dict[str, float] = field(default_factory=dict)
     pending: list[str] = field(default_factory=list)
+    stage: str = "starting"  # what the worker said it was doing last, for a crash report
 
 
 class Builder:
@@ -165,9 +166,14 @@ class Builder:
         event = message["event"]
         if event == "phase":
             target = message["target"]
+            job.stage = message["phase"]
             self.progress.phase(job.recipe, f"{job.recipe}:{target}" if target else job.recipe, message["phase"])
             return False
+        if event == "note":
+            self.progress.note(job.recipe, message["message"])
+            return False
         if event == "started":
+            job.stage = "converting"
             job.started[message["target"]] = time.perf_counter()
             self.progress.start(self._plan(job, message["target"]))
             return False
@@ -189,7 +195,12 @@ class Builder:
             error = UserError.from_dict(message["error"])
             self._fail_pending(job, "error", [error.render()])
             return True
-        self._fail_pending(job, "failed", [f"worker crashed: {message['message']}", f"log: {self._log(job)}"])
+        crash = [f"crashed while {message['stage']}: {message['message']}", f"log: {self._log(job)}"]
+        if message.get("target"):  # one target crashed; the worker goes on with the others
+            job.pending.remove(message["target"])
+            self._finish(Outcome(self._plan(job, message["target"]), "crashed", messages=crash))
+            return False
+        self._fail_pending(job, "crashed", crash)
         return True
 
     def _log(self, job: Job) -> str:
@@ -201,7 +212,7 @@ class Builder:
         how = (f"killed by {signal.Signals(-code).name}" if code is not None and code < 0
                else f"exit code {code}")
         hint = " (out of memory?)" if code == -signal.SIGKILL else ""
-        self._fail_pending(job, "failed", [f"worker died: {how}{hint}", f"log: {self._log(job)}"])
+        self._fail_pending(job, "crashed", [f"worker died while {job.stage}: {how}{hint}", f"log: {self._log(job)}"])
 
     def _fail_pending(self, job: Job, status: str, messages: list[str]) -> None:
         for name in list(job.pending):

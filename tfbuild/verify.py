@@ -162,7 +162,28 @@ def _is_classifier(array: np.ndarray) -> bool:
     return array.ndim == 2 and array.shape[1] >= 2
 
 
-def output_metrics(reference: np.ndarray, candidate: np.ndarray) -> dict:
+def _looks_like_probabilities(array: np.ndarray) -> bool:
+    rows = array.reshape(len(array), -1).astype(np.float64)
+    return bool(len(rows)) and bool((rows >= 0).all()) and bool(np.allclose(rows.sum(1), 1.0, atol=1e-3))
+
+
+def output_kinds(reference: dict[str, np.ndarray], known: dict[str, str], labels_count: int | None) -> dict[str, str]:
+    """Each output's kind: `scores` (class probabilities or logits: top-1 agreement and accuracy
+    apply) or `values` (regression, boxes, embeddings: errors, cosine and SNR only). Declared or
+    read from the model's last activation (softmax, sigmoid) where known; otherwise scores for
+    rows of probabilities, or for the output with one column per label; values for the rest."""
+    kinds = {}
+    for name, array in reference.items():
+        if name in known:
+            kinds[name] = known[name]
+        elif _is_classifier(array) and (_looks_like_probabilities(array) or array.shape[1] == labels_count):
+            kinds[name] = "scores"
+        else:
+            kinds[name] = "values"
+    return kinds
+
+
+def output_metrics(reference: np.ndarray, candidate: np.ndarray, kind: str = "values") -> dict:
     ref = reference.astype(np.float64).reshape(len(reference), -1)
     got = candidate.astype(np.float64).reshape(len(candidate), -1)
     finite = bool(np.isfinite(got).all())
@@ -171,23 +192,28 @@ def output_metrics(reference: np.ndarray, candidate: np.ndarray) -> dict:
     signal = float(np.sum(ref ** 2))
     norms = float(np.linalg.norm(ref) * np.linalg.norm(got)) if finite else 0.0
     metrics = {
+        "kind": kind,
         "finite": finite,
         "max_abs_error": float(err.max()) if err.size else 0.0,
         "mean_abs_error": float(err.mean()) if err.size else 0.0,
         "cosine": float(np.sum(ref * got) / norms) if norms > 0 else (1.0 if finite and noise == 0 else 0.0),
         "snr_db": (math.inf if noise == 0 else 10 * math.log10(signal / noise)) if finite and signal > 0 else -math.inf,
     }
-    if _is_classifier(reference):
-        metrics["top1_agreement"] = float(np.mean(reference.argmax(1) == candidate.argmax(1))) if finite else 0.0
+    if kind == "scores" and _is_classifier(reference):
+        metrics["top1_agreement"] = float(np.mean(ref.argmax(1) == got.argmax(1))) if finite else 0.0
     return metrics
 
 
 def compare(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray],
-            labels: np.ndarray | None) -> dict:
-    """Per-output metrics, plus accuracy of both models on labels for the first classifier output."""
-    per_output = {name: output_metrics(reference[name], candidate[name]) for name in reference}
+            labels: np.ndarray | None, kinds: dict[str, str] | None = None) -> dict:
+    """Per-output metrics, plus accuracy of both models on labels for the first `scores` output.
+    Without `kinds`, every output with two or more columns counts as scores."""
+    if kinds is None:
+        kinds = {n: "scores" if _is_classifier(v) else "values" for n, v in reference.items()}
+    per_output = {name: output_metrics(reference[name], candidate[name], kinds.get(name, "values"))
+                  for name in reference}
     result: dict = {"outputs": per_output, "samples": len(next(iter(reference.values())))}
-    classifier = next((n for n in reference if _is_classifier(reference[n])), None)
+    classifier = next((n for n in reference if kinds.get(n) == "scores" and _is_classifier(reference[n])), None)
     if labels is not None and classifier is not None:
         truth = np.asarray(labels)[: len(reference[classifier])]
         result["accuracy"] = {

@@ -64,9 +64,10 @@ def main(connection, warm_log: str | None = None) -> None:
     except UserError as err:
         emit({"event": "user_error", "error": err.to_dict()})
     except BaseException as err:  # a bug, or user code raising: keep the traceback in the log
+        from tfbuild.convert import STAGE, describe_exception
+
         traceback.print_exc()
-        text = str(err).splitlines()[0][:300] if str(err) else ""
-        emit({"event": "crashed", "message": f"{type(err).__name__}: {text}"})
+        emit({"event": "crashed", "stage": STAGE["now"], "message": describe_exception(err)})
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
