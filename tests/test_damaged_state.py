@@ -137,6 +137,16 @@ def test_a_missing_lock_stays_no_lock_file_and_a_build_writes_it(copy):
     assert result.code == 0 and "tfbuild.lock was missing: rewritten from the build state" in result.out, result.text
     assert project.path("tfbuild.lock").read_text() == good
 
+    # A target whose last build failed is in the lock as its last good build, versions included.
+    state_path = project.path(".tfbuild/state.json")
+    state = json.loads(state_path.read_text())
+    state["targets"]["clf:fp16"].update(verdict="failed", failures=["boom"],
+                                        last_good=json.loads(good)["targets"]["clf:fp16"])
+    state_path.write_text(json.dumps(state))
+    project.path("tfbuild.lock").unlink()
+    assert run_here(project).code == 0
+    assert project.path("tfbuild.lock").read_text() == good
+
 
 @pytest.mark.slow
 def test_a_conflict_keeps_the_readable_entries_of_targets_not_built_here(copy, tmp_path):

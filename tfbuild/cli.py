@@ -111,8 +111,9 @@ def cmd_build(project, options) -> int:
     patterns, overrides = _split(options.args)
     if options.dry_run:
         plans, state = _classified(project, patterns, overrides, options.always_make)
-        if state.lock_problem():
-            print(f"would rewrite tfbuild.lock: it {state.lock_problem()}")
+        lock_problem = state.lock_problem()
+        if lock_problem:
+            print(f"would rewrite tfbuild.lock: it {lock_problem}")
         return _print_dry_run(plans)
     with _exclusive(project):
         started = time.perf_counter()
@@ -121,8 +122,9 @@ def cmd_build(project, options) -> int:
         try:
             plans, state = _classified(project, patterns, overrides, options.always_make, selected)
             lock_problem = state.lock_problem()  # reads the lock: a newer one stops us before any work
-            if state.damage_note():
-                print(state.damage_note())
+            state_note = state.damage_note()
+            if state_note:
+                print(state_note)
             if not warm and all(plan.action == "none" for plan in plans):
                 state.save_if_changed()  # the fast path: nothing to schedule, no worker machinery
                 _print_lock_repair(lock_problem)

@@ -87,7 +87,8 @@ def parse(text: str) -> tuple[object, Damage | None]:
     try:
         return json.loads(text), None
     except json.JSONDecodeError as err:
-        return None, Damage(err.lineno, f"not valid JSON ({err.msg})")
+        what = err.msg.removesuffix(" starting at").lower()
+        return None, Damage(err.lineno, f"not valid JSON at column {err.colno}: {what}")
     except RecursionError:
         return None, Damage(None, "not valid JSON (nested too deeply)")
 

@@ -191,7 +191,7 @@ def _blame_override(err: UserError, overrides: list[str]) -> UserError:
 
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
+        shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
 
