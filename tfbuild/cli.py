@@ -8,6 +8,7 @@ Ctrl-C. Nothing on the planning path imports TensorFlow.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import json
 import os
@@ -109,7 +110,10 @@ def cmd_build(project, options) -> int:
 
     patterns, overrides = _split(options.args)
     if options.dry_run:
-        plans, _ = _classified(project, patterns, overrides, options.always_make)
+        plans, state = _classified(project, patterns, overrides, options.always_make)
+        lock_problem = state.lock_problem()
+        if lock_problem:
+            print(f"would rewrite tfbuild.lock: it {lock_problem}")
         return _print_dry_run(plans)
     with _exclusive(project):
         started = time.perf_counter()
@@ -117,8 +121,13 @@ def cmd_build(project, options) -> int:
         warm = _warm_worker(project, options)
         try:
             plans, state = _classified(project, patterns, overrides, options.always_make, selected)
+            lock_problem = state.lock_problem()  # reads the lock: a newer one stops us before any work
+            state_note = state.damage_note()
+            if state_note:
+                print(state_note)
             if not warm and all(plan.action == "none" for plan in plans):
-                project.digests.save()  # the fast path: nothing to schedule, no worker machinery
+                state.save_if_changed()  # the fast path: nothing to schedule, no worker machinery
+                _print_lock_repair(lock_problem)
                 print(f"tfbuild: all {len(plans)} target(s) up to date ({time.perf_counter() - started:.2f}s)")
                 return 0
             from tfbuild.run import Builder, Options
@@ -130,10 +139,17 @@ def cmd_build(project, options) -> int:
             finally:
                 progress.close()
                 project.digests.save()
+            state.save_if_changed()  # when nothing landed (only old rejections), nothing wrote the lock
         finally:
             _release(warm)
+        _print_lock_repair(lock_problem)
         print_summary(progress, outcomes, time.perf_counter() - started)
         return exit_code(outcomes)
+
+
+def _print_lock_repair(problem: str | None) -> None:
+    if problem:
+        print(f"tfbuild.lock {problem}: rewritten from the build state")
 
 
 def _warm_worker(project, options) -> list:
@@ -143,7 +159,7 @@ def _warm_worker(project, options) -> list:
         return []
     from tfbuild.run import start_worker
 
-    return [start_worker(str(project.state_dir / "logs" / f"warm-{os.getpid()}.log"))]
+    return [start_worker(str(project.private_dir("logs") / f"warm-{os.getpid()}.log"))]
 
 
 def _release(warm: list) -> None:
@@ -178,14 +194,24 @@ class _exclusive:
         try:
             self.lock.acquire(timeout=0.2)
         except Timeout:
-            holder = owner.read_text().strip() if owner.is_file() else "unknown"
-            print(f"waiting for another tfbuild in this project (pid {holder}) to finish...", file=sys.stderr)
+            print(f"waiting for another tfbuild in this project (pid {_pid_in(owner)}) to finish...",
+                  file=sys.stderr)
             self.lock.acquire()
-        owner.write_text(str(os.getpid()))
+        with contextlib.suppress(OSError):  # only ever shown to a build that waits: not worth failing for
+            owner.write_text(str(os.getpid()))
         return self
 
     def __exit__(self, *exc):
         self.lock.release()
+
+
+def _pid_in(path: Path) -> str:
+    """The pid a build wrote, or "unknown" (missing, or damaged: it is only ever shown)."""
+    try:
+        text = path.read_bytes().decode("ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return "unknown"
+    return text if text.isdigit() else "unknown"
 
 
 def cmd_status(project, options) -> int:
@@ -220,13 +246,10 @@ def cmd_explain(project, options) -> int:
 
 
 def cmd_check(project, options) -> int:
-    from tfbuild.project import read_json
-    from tfbuild.state import check_lock
+    from tfbuild.lockfile import check_lock, read_lock
 
-    lock = read_json(project.lock_path)
-    if not lock:
-        raise UserError("no lock file", file=project.rel(project.lock_path),
-                        hint="run tfbuild once and commit tfbuild.lock")
+    lock = read_lock(project)
+    lock.require_sound()
     plans = _plans(project, *_split(options.args))
     bad = 0
     for plan in plans:
@@ -255,6 +278,7 @@ def cmd_clean(project, options) -> int:
         return 0
     with _exclusive(project):
         state = BuildState(project)
+        lock_problem = state.lock_problem()  # reads the lock: a newer one stops us before any removal
         for loaded, targets in project.select(patterns, overrides):
             for name in targets:
                 target_id = f"{loaded.name}:{name}"
@@ -265,6 +289,7 @@ def cmd_clean(project, options) -> int:
                 state.forget(target_id)
                 print(f"cleaned {target_id} ({len(recorded)} file(s))")
         state.save()
+        _print_lock_repair(lock_problem)
     return 0
 
 

@@ -1,8 +1,10 @@
 """Content digests with a stat cache.
 
 A no-op build must not read a model of hundreds of megabytes to find it unchanged, so a file's
-digest is reused while its (inode, size, mtime_ns) are unchanged. A touch without a change
-rehashes once and then finds the same digest, so it never causes a rebuild.
+digest is reused while its (inode, size, mtime_ns, ctime_ns) are unchanged. A touch without a
+change rehashes once and then finds the same digest, so it never causes a rebuild. The ctime is
+what catches a file rewritten in place with its old size and mtime put back (`cp -p`, an editor
+that preserves times): nobody can set a ctime, any write or utime() moves it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 from pathlib import Path
 
 from tfbuild.errors import UserError
+from tfbuild.jsonfile import read_cache
 
 CHUNK = 1 << 20
 
@@ -39,24 +42,19 @@ class DigestCache:
     def __init__(self, cache_file: Path | None, load_from: Path | None = None):
         """`cache_file` is where it is saved (None: never saved); `load_from` defaults to it."""
         self.cache_file = cache_file
-        self.entries: dict[str, list] = {}
         self.dirty = False
         source = load_from or cache_file
-        if source is not None and source.is_file():
-            try:
-                self.entries = json.loads(source.read_text())
-            except (OSError, ValueError):
-                self.entries = {}
+        self.entries: dict[str, list] = read_cache(source) if source is not None else {}
 
     def file(self, path: Path) -> str | None:
         """Digest of a file, or None if it does not exist."""
         try:
             st = os.stat(path)
-            signature = [st.st_ino, st.st_size, st.st_mtime_ns]
+            signature = [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
             key = str(Path(path).resolve())
             cached = self.entries.get(key)
-            if cached and cached[:3] == signature:
-                return cached[3]
+            if isinstance(cached, list) and cached[:-1] == signature and isinstance(cached[-1], str):
+                return cached[-1]
             digest = _hash_file(path)
         except FileNotFoundError:
             return None

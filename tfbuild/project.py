@@ -1,15 +1,19 @@
 """A tfbuild project: a folder with `recipes/`, its state under `.tfbuild/` and `tfbuild.lock`.
 
 Composing recipes through Hydra costs more than the whole rest of a no-op build, so composed
-recipes are cached by the digests of every YAML file under `recipes/` plus the overrides.
+recipes are cached by the digests of every YAML file under `recipes/` plus the overrides. Each
+cached recipe carries its own digest: a damaged cache entry is composed again, never validated
+as if it were the user's recipe.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import functools
 import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +21,7 @@ from tfbuild import __version__
 from tfbuild import recipe as recipe_mod
 from tfbuild.errors import UserError
 from tfbuild.fingerprint import DigestCache, sha256_json
+from tfbuild.jsonfile import read_cache
 
 STATE_DIR = ".tfbuild"
 LOCK_FILE = "tfbuild.lock"
@@ -95,18 +100,33 @@ class Project:
         return [COMPOSE_CACHE_VERSION, __version__, _hydra_version(),
                 [[self.rel(p), self.digests.file(p)] for p in yaml_files]]
 
+    def private_dir(self, *parts: str, empty: bool = False) -> Path:
+        """A folder under .tfbuild/ for tfbuild to write into (emptied first if `empty`). What is
+        in its way (a file where a folder belongs) is tfbuild's own debris and is removed: a
+        damaged private folder is rebuilt, never a reason for a worker to crash."""
+        path = self.state_dir.joinpath(*parts)
+        for depth in range(1, len(parts) + 1):
+            step = self.state_dir.joinpath(*parts[:depth])
+            if (step.exists() and not step.is_dir()) or (empty and step == path):
+                _remove(step)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
     @functools.cached_property
     def _compose_cache(self) -> dict:
-        return read_json(self.state_dir / "compose-cache.json")
+        return read_cache(self.state_dir / "compose-cache.json")
 
     def _composed(self, name: str, overrides: list[str], shown: str) -> dict:
         cache_key = sha256_json([*self._recipes_fingerprint, name, overrides])
         cache = self._compose_cache
-        if cache_key in cache:
-            return cache[cache_key]
+        cached = cache.get(cache_key)
+        if isinstance(cached, dict) and isinstance(cached.get("raw"), dict) \
+                and cached.get("sha256") == sha256_json(cached["raw"]):
+            return cached["raw"]
         raw = recipe_mod.compose(self.recipes_dir, name, overrides, shown)
         if not self.read_only:
-            cache[cache_key] = raw
+            cache.pop(cache_key, None)  # re-inserted last: the newest entry is evicted last
+            cache[cache_key] = {"sha256": sha256_json(raw), "raw": raw}
             while len(cache) > COMPOSE_CACHE_LIMIT:
                 cache.pop(next(iter(cache)))
             write_json_atomic(self.state_dir / "compose-cache.json", cache)
@@ -169,17 +189,22 @@ def _blame_override(err: UserError, overrides: list[str]) -> UserError:
     return err
 
 
-def read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def write_json_atomic(path: Path, value, *, indent: int | None = None) -> None:
     """Write beside the destination and rename in, so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     text = json.dumps(value, indent=indent, sort_keys=indent is not None)
-    tmp.write_text(text + ("\n" if indent is not None else ""))
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text + ("\n" if indent is not None else ""))
+        os.replace(tmp, path)
+    except OSError as err:  # a full disk, a folder where the file belongs: the user's to fix
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise UserError(f"cannot write it: {err.strerror}", file=str(path)) from None

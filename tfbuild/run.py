@@ -133,7 +133,7 @@ class Builder:
         first = job.plans[0].loaded
         payload = {
             "recipe": first.recipe.model_dump(), "file": first.file, "root": str(self.project.root),
-            "log": str(self.project.state_dir / "logs" / f"{job.recipe}.log"),
+            "log": str(self.project.private_dir("logs") / f"{job.recipe}.log"),
             "targets": [{"name": p.name, "recipe": job.recipe, "versions": self.versions,
                          "stage": str(self._stage(p))} for p in job.plans],
         }
@@ -230,9 +230,7 @@ class Builder:
     def _land(self, plan: TargetPlan, result: dict, seconds: float) -> Outcome:
         stage = self._stage(plan)
         if result["verdict"] == "rejected":
-            kept = self.project.state_dir / "rejected" / plan.loaded.name / plan.name
-            shutil.rmtree(kept, ignore_errors=True)
-            kept.mkdir(parents=True)
+            kept = self.project.private_dir("rejected", plan.loaded.name, plan.name, empty=True)
             for name in result["files"]:
                 shutil.move(stage / name, kept / name)  # may cross filesystems: not an output
             self.state.record(plan, verdict="rejected", outputs=[], failures=result["failures"])

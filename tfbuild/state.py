@@ -4,29 +4,59 @@ The state remembers, per target, the key it was built with, the inputs and resol
 behind that key (so `explain` can name what changed) and the digests of its outputs. The lock
 is the committed, diff-friendly subset: per target its inputs, outputs and tool versions, for
 the last build that passed. Both are written only after the outputs are in place.
+
+Neither is trusted blindly: an entry of the state that is damaged (a truncated file, a hand
+edit) is dropped and its target rebuilt, and a damaged lock (a merge conflict) is rewritten
+from the state on the next build, keeping the readable entries of targets not built here.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 
+from tfbuild import jsonfile
+from tfbuild.jsonfile import Damage, ListOf, MapOf, Maybe, OneOf
+from tfbuild.lockfile import DIGESTS, Lock, read_lock
+from tfbuild.lockfile import ENTRY as LOCK_ENTRY
 from tfbuild.plan import REPORT_FILE, TargetPlan, diff_config, diff_inputs
-from tfbuild.project import Project, read_json, write_json_atomic
+from tfbuild.project import Project, write_json_atomic
 
 STATE_VERSION = 1
-LOCK_VERSION = 1
+HEADER = {"version": int, "targets": MapOf(object)}
+# What classify() and the lock read from an entry; fields read with .get() are optional.
+ENTRY = {
+    "key": str, "inputs": DIGESTS, "config": MapOf(object), "outputs": DIGESTS,
+    "verdict": OneOf(frozenset({"passed", "failed", "rejected"})), "time": (int, float),
+    "loader_key?": Maybe(str), "loader_inputs?": Maybe(DIGESTS), "loader_outputs?": DIGESTS,
+    "failures?": Maybe(ListOf(str)), "last_good?": Maybe(LOCK_ENTRY),
+}
 
 
 class BuildState:
     def __init__(self, project: Project):
         self.project = project
         self.path = project.state_dir / "state.json"
-        data = read_json(self.path)
-        self.targets: dict[str, dict] = data.get("targets", {}) if data.get("version") == STATE_VERSION else {}
+        self.targets, self.damage, self.unreadable = _read_state(self.path)
+        self._had_entries = bool(self.targets or self.unreadable)
+        self._lock_on_disk: dict | None = None  # the lock document last read or written
 
     def get(self, target_id: str) -> dict | None:
         return self.targets.get(target_id)
+
+    def lost(self, target_id: str) -> str | None:
+        """Why there is no entry to trust for a target that has one on disk (None: never built)."""
+        damage = self.unreadable.get(target_id) or self.damage
+        return f"{self.project.rel(self.path)} is damaged ({damage})" if damage else None
+
+    def damage_note(self) -> str | None:
+        """One line for the user when the state was damaged: nothing in it is trusted blindly."""
+        damage = self.damage or next(iter(self.unreadable.values()), None)
+        if damage is None:
+            return None
+        return (f"{self.project.rel(self.path)} was damaged ({damage}): "
+                "targets it no longer vouches for are rebuilt")
 
     def record(self, plan: TargetPlan, *, verdict: str, outputs: list[Path], failures: list[str],
                loader_outputs: list[Path] | None = None) -> None:
@@ -50,21 +80,79 @@ class BuildState:
         self.targets.pop(target_id, None)
 
     def save(self) -> None:
+        self._save_state()
+        self._save_lock(self.lock_document())
+
+    def save_if_changed(self) -> None:
+        """After a run that may have built nothing: repair a damaged state, and write the lock
+        when it does not say what the state says (damaged, missing, or behind it). A sound lock
+        that agrees is left alone, so a no-op build writes nothing but the digest cache."""
+        if self.damage or self.unreadable:
+            self._save_state()
+        else:
+            self.project.digests.save()
+        document = self.lock_document()
+        if document != self._lock_on_disk:
+            self._save_lock(document)
+
+    def _save_state(self) -> None:
         write_json_atomic(self.path, {"version": STATE_VERSION, "targets": self.targets})
+        self.damage, self.unreadable = None, {}
         self.project.digests.save()
-        write_json_atomic(self.project.lock_path, self.lock_document(), indent=2)
+
+    def _save_lock(self, document: dict) -> None:
+        write_json_atomic(self.project.lock_path, document, indent=2)
+        self._lock_on_disk = document
+
+    @functools.cached_property
+    def committed(self) -> Lock:
+        """The lock as this run found it, read once (a damaged one is salvaged, then rewritten)."""
+        lock = read_lock(self.project)
+        if lock.sound:
+            self._lock_on_disk = lock.document()
+        return lock
+
+    def lock_problem(self) -> str | None:
+        """What was wrong with the committed lock, that the next save repairs (None: nothing)."""
+        if self.committed.damage is not None:
+            return f"was damaged ({self.committed.damage})"
+        if not self.committed.exists and self._had_entries:
+            return "was missing"
+        return None
 
     def lock_document(self) -> dict:
         """The committed lock, updated with what this checkout built: entries of targets not
-        built here (a fresh clone building one target) are kept; recipes that are gone are dropped."""
-        existing = read_json(self.project.lock_path).get("targets", {})
-        recipes = set(self.project.recipe_names())
-        targets = {tid: entry for tid, entry in existing.items() if tid.split(":", 1)[0] in recipes}
+        built here (a fresh clone building one target) are kept where readable; recipes that are
+        gone are dropped. The state is authoritative for every target it has a good build of."""
+        targets = dict(self.committed.targets)
         for target_id, entry in self.targets.items():
-            good = entry if entry["verdict"] == "passed" else entry.get("last_good")
+            good = _last_good(entry) if entry["verdict"] == "passed" else entry.get("last_good")
             if good:
-                targets[target_id] = _last_good(good)
-        return {"lock_version": LOCK_VERSION, "targets": dict(sorted(targets.items()))}
+                targets[target_id] = good
+        recipes = set(self.project.recipe_names())
+        kept = {tid: entry for tid, entry in targets.items() if tid.split(":", 1)[0] in recipes}
+        return Lock(self.committed.file, True, kept).document()
+
+
+def _read_state(path: Path) -> tuple[dict[str, dict], Damage | None, dict[str, Damage]]:
+    """The entries that can be trusted, the damage of the whole file, and the damage of each
+    entry that cannot be trusted. What is not trusted is rebuilt, never guessed at."""
+    document = jsonfile.read(path)
+    if not document.exists:
+        return {}, None, {}
+    damage = document.damage or document.problem(HEADER)
+    if damage is not None:
+        return {}, damage, {}
+    if document.value["version"] != STATE_VERSION:
+        return {}, None, {}  # another tfbuild's state: rebuilt, as after an upgrade
+    targets, unreadable = {}, {}
+    for target_id, entry in document.value["targets"].items():
+        problem = jsonfile.mismatch(document.text, entry, ENTRY, ("targets", target_id))
+        if problem is None:
+            targets[target_id] = entry
+        else:
+            unreadable[target_id] = problem
+    return targets, None, unreadable
 
 
 def _last_good(entry: dict) -> dict:
@@ -99,7 +187,7 @@ def classify(plan: TargetPlan, state: BuildState, *, always: bool = False) -> No
         plan.action, plan.reasons = "convert", ["-B: rebuilding everything selected"]
         return
     if entry is None:
-        plan.action, plan.reasons = "convert", ["never built"]
+        plan.action, plan.reasons = "convert", [state.lost(plan.id) or "never built"]
         return
     last_good = entry.get("last_good")
     if entry["verdict"] != "passed" and last_good and last_good["key"] == plan.key \
@@ -137,17 +225,3 @@ def classify(plan: TargetPlan, state: BuildState, *, always: bool = False) -> No
         plan.action, plan.reasons = "render", changed_loaders
         return
     plan.action, plan.reasons = "none", []
-
-
-def check_lock(plan: TargetPlan, lock: dict) -> list[str]:
-    """Why the committed lock does not describe this target's current inputs ([] if it does)."""
-    entry = lock.get("targets", {}).get(plan.id)
-    if entry is None:
-        return ["not in tfbuild.lock"]
-    if entry["key"] == plan.key:
-        return []
-    old = {**entry["inputs"], **{f"version:{k}": v for k, v in entry["versions"].items()}}
-    reasons = diff_inputs(old, plan.inputs)
-    if old.get("config") != plan.inputs.get("config"):
-        reasons.append("resolved recipe settings changed")
-    return reasons or ["key changed"]
