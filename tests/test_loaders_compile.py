@@ -7,8 +7,10 @@ generated build files name (each stub's header says which), so no SDK and no net
 
 The models below are a spread of what real builds produce (report.json signatures): every
 supported dtype, quantized and plain, several inputs and outputs, dynamic and scalar tensors,
-labels or none, both Android APIs, hostile tensor names. Every generated file of one kind goes
-to one compiler call; the stubs are compiled once per session.
+labels or none, both Android APIs, hostile tensor names. The stubs are compiled once per
+session. Kotlin gets one kotlinc call per kind (all loaders, then all instrumented tests); Swift
+one swiftc call per loader, because each loader is the module its XCTest imports and a Swift
+module is one compiler invocation (a fraction of a second each), then one call for all XCTests.
 
 A missing compiler skips these tests with the tool's name, except under CI=true, where it fails:
 CI must never pass without having compiled the loaders.
@@ -34,7 +36,10 @@ KOTLIN_TEST = "/src/androidTest/kotlin/"
 # Android compiles against android.jar, whose java.* is Java 8's API, not the host JDK's.
 KOTLIN_FLAGS = ["-no-stdlib", "-no-reflect", "-jvm-target", "1.8", "-Xjdk-release=1.8",
                 "-Werror"]
-SWIFT_FLAGS = ["-swift-version", "5", "-parse-as-library", "-warnings-as-errors"]
+SWIFT_FLAGS = ["-parse-as-library", "-warnings-as-errors"]
+# The pod builds TensorFlowLite in Swift 5 mode; an app's own code (the loader) may use either.
+SWIFT_API_VERSION = "5"
+SWIFT_APP_VERSIONS = ["5", "6"]
 
 
 # ------------------------------------------------------------------------------ toolchains
@@ -68,6 +73,7 @@ def kotlin_compiler_jars() -> tuple[Path, Path] | None:
 
 @dataclass(frozen=True)
 class Kotlin:
+    """The JDK tools and the jars that make up kotlinc."""
     java: str
     javac: str
     compiler: Path
@@ -77,7 +83,7 @@ class Kotlin:
 @pytest.fixture(scope="session")
 def kotlin() -> Kotlin:
     java = require("java", shutil.which("java"), "install a JDK (17+) to compile Kotlin")
-    javac = require("javac", shutil.which("javac"), "install a JDK (17+) to compile the Java stubs")
+    javac = require("javac", shutil.which("javac"), "install a JDK (17+) for the Java stubs")
     jars = require("the Kotlin compiler", kotlin_compiler_jars(),
                    "pip install -e '.[test]' (kotlin-jupyter-kernel carries kotlinc)")
     return Kotlin(java, javac, *jars)
@@ -93,6 +99,7 @@ def swiftc() -> str:
 
 @dataclass(frozen=True)
 class Result:
+    """A compiler's verdict; check() fails with the compiler's own messages."""
     ok: bool
     output: str
 
@@ -101,13 +108,15 @@ class Result:
 
 
 def run(args: list[str | Path]) -> Result:
+    """Run a compiler; file:line: error lines come back verbatim."""
     proc = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=600)
     return Result(proc.returncode == 0, (proc.stdout + proc.stderr).strip())
 
 
 def kotlinc(kt: Kotlin, sources: list[Path], classpath: list[Path], out: Path,
             module: str) -> Result:
-    """One kotlinc run (the compiler is a JVM program; C1-only JIT starts it faster)."""
+    """One kotlinc run. The compiler is a JVM program: C1-only JIT and the serial GC made the
+    loaders' compile 2.5x faster on the shared 2-core machine (15 s instead of 40 s)."""
     cp = os.pathsep.join(str(p) for p in [kt.stdlib, *classpath])
     return run([kt.java, "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-cp",
                 f"{kt.compiler}{os.pathsep}{kt.stdlib}",
@@ -136,34 +145,37 @@ def swift_api(swiftc: str, tmp_path_factory) -> list[Path]:
     out = tmp_path_factory.mktemp("swift-api")
     c_module = API / "swift" / "TensorFlowLiteC"
     result = run([swiftc, "-emit-module", "-module-name", "TensorFlowLite", *SWIFT_FLAGS,
-                  "-I", c_module, "-emit-module-path", out / "TensorFlowLite.swiftmodule",
+                  "-swift-version", SWIFT_API_VERSION, *includes([c_module]),
+                  "-emit-module-path", out / "TensorFlowLite.swiftmodule",
                   *sorted((API / "swift" / "TensorFlowLite").glob("*.swift"))])
     result.check("the TensorFlowLite Swift stubs")
     return [out, c_module]
 
 
-def swift_modules(swiftc: str, api: list[Path], loaders: list[Path], out: Path) -> Result:
-    """Each Swift loader as the module its test imports (`@testable import <Class>`).
+def includes(paths: list[Path]) -> list[str | Path]:
+    return [flag for path in paths for flag in ("-I", path)]
 
-    A Swift module is one compiler invocation, so this is one swiftc call per loader (each a
-    fraction of a second); the XCTest files then go to a single call against them all.
-    """
-    includes = [flag for path in api for flag in ("-I", path)]
+
+def swift_modules(swiftc: str, api: list[Path], loaders: list[Path], out: Path,
+                  version: str) -> Result:
+    """Each Swift loader emitted as the module its test imports (`@testable import <Class>`),
+    one swiftc call each; the errors of all of them in one Result."""
     outputs = []
     for source in loaders:
         name = source.stem
         result = run([swiftc, "-emit-module", "-enable-testing", "-module-name", name,
-                      *SWIFT_FLAGS, *includes, "-emit-module-path", out / f"{name}.swiftmodule",
+                      *SWIFT_FLAGS, "-swift-version", version, *includes(api),
+                      "-emit-module-path", out / f"{name}.swiftmodule",
                       source])
         if not result.ok:
             outputs.append(result.output)
     return Result(not outputs, "\n".join(outputs))
 
 
-def swift_typecheck(swiftc: str, api: list[Path], sources: list[Path],
+def swift_typecheck(swiftc: str, api: list[Path], sources: list[Path], version: str,
                     flags: tuple[str, ...] = ()) -> Result:
-    includes = [flag for path in api for flag in ("-I", path)]
-    return run([swiftc, "-typecheck", *SWIFT_FLAGS, *flags, *includes, *sources])
+    return run([swiftc, "-typecheck", *SWIFT_FLAGS, "-swift-version", version, *flags,
+                *includes(api), *sources])
 
 
 # ------------------------------------------------------------------------------ the spread
@@ -227,7 +239,7 @@ def model_cases(model: Model) -> list[Case]:
     """One case per Android API; the Swift loader (API-independent) is rendered with the first."""
     cases = []
     for index, api in enumerate(model.apis):
-        ios = {"class_name": model.name, "delegates": list(model.delegates)} if index == 0 else None
+        ios = None if index else {"class_name": model.name, "delegates": list(model.delegates)}
         android = {"package": f"com.example.{model.name.lower()}.{api.replace('_', '')}",
                    "class_name": model.name, "api": api}
         ctx = make_ctx(model.inputs, model.outputs, api=api, labels=model.labels,
@@ -254,7 +266,7 @@ CASES = [case for model in MODELS for case in model_cases(model)] + adversarial_
 
 @dataclass(frozen=True)
 class Rendered:
-    root: Path
+    """The generated source files, by the compiler call they go to."""
     kotlin_main: list[Path]
     kotlin_test: list[Path]
     swift_loaders: list[Path]
@@ -262,6 +274,7 @@ class Rendered:
 
 
 def write_files(root: Path, files: dict[str, str]) -> list[Path]:
+    """render_loaders' {relative path: text} written under root, as a build would lay it out."""
     paths = []
     for relative, text in files.items():
         path = root / relative
@@ -277,7 +290,6 @@ def render(cases: list[Case], root: Path, template_dirs: list[Path] | None = Non
              for p in write_files(root / case.id, render_loaders(case.ctx, template_dirs))]
     posix = [(p, p.as_posix()) for p in sorted(paths)]
     return Rendered(
-        root,
         kotlin_main=[p for p, s in posix if s.endswith(".kt") and KOTLIN_MAIN in s],
         kotlin_test=[p for p, s in posix if s.endswith(".kt") and KOTLIN_TEST in s],
         swift_loaders=[p for p, s in posix if s.endswith(".swift") and "/ios/Sources/" in s],
@@ -330,26 +342,30 @@ def test_kotlin_instrumented_tests_compile(kotlin, android_api, spread, kotlin_l
 
 # ------------------------------------------------------------------------------ Swift
 
-@pytest.fixture(scope="module")
-def swift_loaders(swiftc, swift_api, spread, tmp_path_factory) -> tuple[Result, Path]:
-    out = tmp_path_factory.mktemp("swift-modules")
-    return swift_modules(swiftc, swift_api, spread.swift_loaders, out), out
+@pytest.fixture(scope="module", params=SWIFT_APP_VERSIONS, ids=lambda v: f"swift{v}")
+def swift_loaders(request, swiftc, swift_api, spread, tmp_path_factory):
+    """(result, module dir, language mode): the loaders emitted as modules in one Swift mode."""
+    version = request.param
+    out = tmp_path_factory.mktemp(f"swift{version}-modules")
+    return swift_modules(swiftc, swift_api, spread.swift_loaders, out, version), out, version
 
 
 def test_swift_loaders_typecheck(swift_loaders):
-    result, _ = swift_loaders
-    result.check("the generated Swift loaders (Sources)")
+    result, _, version = swift_loaders
+    result.check(f"the generated Swift loaders (Sources, Swift {version} mode)")
 
 
 @pytest.mark.parametrize("layout", ["xcode", "swiftpm"])
 def test_swift_xctests_typecheck(swiftc, swift_api, spread, swift_loaders, layout):
     # The tests find their resources through Bundle(for:) in an Xcode/CocoaPods test target and
     # through SwiftPM's generated Bundle.module in a package (#if SWIFT_PACKAGE): check both.
-    loaders, modules = swift_loaders
+    loaders, modules, version = swift_loaders
     loaders.check("the generated Swift loaders the XCTests import")
-    flags, extra = (("-D", "SWIFT_PACKAGE"), [SWIFTPM_ACCESSOR]) if layout == "swiftpm" else ((), [])
-    swift_typecheck(swiftc, [modules, *swift_api], [*spread.swift_tests, *extra], flags).check(
-        f"the generated XCTests (Tests, {layout} layout)")
+    swiftpm = layout == "swiftpm"
+    flags = ("-D", "SWIFT_PACKAGE") if swiftpm else ()
+    sources = [*spread.swift_tests, *([SWIFTPM_ACCESSOR] if swiftpm else [])]
+    result = swift_typecheck(swiftc, [modules, *swift_api], sources, version, flags)
+    result.check(f"the generated XCTests (Tests, {layout} layout, Swift {version} mode)")
 
 
 # ------------------------------------------------------------------------------ the harness
@@ -386,7 +402,8 @@ def test_kotlin_compiler_refuses_broken_templates(kotlin, android_api, tmp_path)
     overrides = break_template(tmp_path / "templates", "android/compiled_model/Loader.kt.j2",
                                (".write{{ t.litert }}(", ".write{{ t.dtype|pascal }}("))
     break_template(overrides, "android/interpreter/Loader.kt.j2",
-                   ("options.setNumThreads(numThreads)", "options.setNumThreads(numThreads.toLong())"))
+                   ("options.setNumThreads(numThreads)",
+                    "options.setNumThreads(numThreads.toLong())"))
     rendered = render(BROKEN_CASES, tmp_path / "gen", [overrides])
     result = kotlinc(kotlin, rendered.kotlin_main, android_api, tmp_path / "out", "broken")
     refused(result, "the broken Kotlin loaders", "DigitsFp32.kt", "writeFloat32",
@@ -403,7 +420,8 @@ def test_swift_compiler_refuses_a_broken_template(swiftc, swift_api, tmp_path):
          "delegates.append(CoreMLDelegate())"))
     cases = [case for case in BROKEN_CASES if case.ctx["ios"] is not None]
     rendered = render(cases, tmp_path / "gen", [overrides])
-    result = swift_modules(swiftc, swift_api, rendered.swift_loaders, tmp_path)
+    result = swift_modules(swiftc, swift_api, rendered.swift_loaders, tmp_path,
+                           SWIFT_APP_VERSIONS[0])
     refused(result, "the broken Swift loader", "DigitsInt8.swift",
             "call can throw but is not marked with 'try'", "must be unwrapped")
 
