@@ -95,6 +95,15 @@ def swiftc() -> str:
                    "install a Swift toolchain (swift.org) with Foundation and XCTest")
 
 
+@pytest.fixture(scope="session")
+def xctest(swiftc: str, tmp_path_factory) -> None:
+    """XCTest comes with swift.org toolchains and Xcode, not with Apple's Command Line Tools."""
+    probe = tmp_path_factory.mktemp("xctest") / "probe.swift"
+    probe.write_text("import XCTest\n", encoding="utf-8")
+    require("XCTest", run([swiftc, "-typecheck", probe]).ok,
+            f"{swiftc} cannot import XCTest (use a swift.org toolchain or Xcode)")
+
+
 # ------------------------------------------------------------------------------ compiling
 
 @dataclass(frozen=True)
@@ -356,7 +365,7 @@ def test_swift_loaders_typecheck(swift_loaders):
 
 
 @pytest.mark.parametrize("layout", ["xcode", "swiftpm"])
-def test_swift_xctests_typecheck(swiftc, swift_api, spread, swift_loaders, layout):
+def test_swift_xctests_typecheck(swiftc, xctest, swift_api, spread, swift_loaders, layout):
     # The tests find their resources through Bundle(for:) in an Xcode/CocoaPods test target and
     # through SwiftPM's generated Bundle.module in a package (#if SWIFT_PACKAGE): check both.
     loaders, modules, version = swift_loaders
