@@ -25,7 +25,7 @@ def test_shipped_examples_build_and_int8_digits_keeps_accuracy(tmp_path):
     accuracy = reports["int8"]["metrics"]["accuracy"]
     print(f"digits held-out accuracy: keras {accuracy['source']:.4f}, int8 .tflite {accuracy['tflite']:.4f}")
     assert accuracy["source"] - accuracy["tflite"] <= 0.01
-    assert reports["int8"]["signature"]["inputs"][0]["dtype"] == "int8"
+    assert reports["int8"]["signature"]["inputs"][0]["dtype"] == "uint8"
     assert (root / "build/digits/int8/android/src/main/kotlin/com/example/digits/DigitsClassifier.kt").is_file()
     assert (root / "build/digits/int8/ios/Sources/DigitsClassifier/DigitsClassifier.swift").is_file()
     assert_constants_match(root / "build/digits/int8")

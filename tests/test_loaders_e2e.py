@@ -57,7 +57,7 @@ def test_generated_loaders_parse_and_carry_the_models_real_parameters(project):
               "  ios: {{class_name: {name}}}\n")
     project.recipe("multi", "tfbuild: 1\nmodel: {source: 'py:factories:two_in_two_out'}\n"
                             "data: {calibration: data/multi.npz, evaluation: data/multi.npz}\n"
-                            "targets: {int8: {quantize: int8, io: int8}, fp32: {}}\n"
+                            "targets: {int8: {quantize: int8, io: uint8}, fp32: {}}\n"
                    + mobile.format(name="TwoHeads", api="compiled_model"))
     project.recipe("dyn", "tfbuild: 1\nmodel: {source: 'py:factories:variable_length'}\n"
                           "data: {evaluation: data/frames.npz}\ntargets: {fp32: {}}\n"

@@ -86,6 +86,13 @@ def test_io_int8_needs_int8_quantization(proj):
     assert_user_error(proj.run("-n"), "targets.fp32", "io: int8 needs quantize: int8")
 
 
+def test_int8_edges_with_an_ios_loader_are_refused_before_converting(proj):
+    proj.recipe("m", GOOD.replace("int8: {quantize: int8}", "int8: {quantize: int8, io: int8}")
+                + "mobile:\n  ios: {class_name: Model}\n")
+    assert_user_error(proj.run("-n"), "recipes/m.yaml: targets.int8.io", "cannot read int8 outputs",
+                      "io: uint8")
+
+
 def test_output_cannot_escape_build_dir(proj):
     proj.recipe("m", GOOD.replace("  fp32: {}", "  fp32: {output: ../../evil.tflite}"))
     assert_user_error(proj.run("-n"), "targets.fp32.output")
