@@ -14,12 +14,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from tfbuild import RECIPE_SCHEMA_VERSION
+from tfbuild import RECIPE_SCHEMA_VERSION, recipe_yaml
 from tfbuild.errors import UserError
 
 NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
 DType = Literal["float32", "float16", "int8", "uint8", "int16", "int32", "int64", "bool"]
 Quantize = Literal["float32", "float16", "dynamic", "int8", "int16x8"]
+COMPOSING_PACKAGES = ("hydra", "omegaconf", "yaml", "antlr4")  # what compose() hands recipes to
 
 
 class Strict(BaseModel):
@@ -261,47 +262,53 @@ def recipe_file(recipes_dir: Path, name: str) -> Path:
                     expected=f"one of: {', '.join(recipe_names(recipes_dir)) or '(none)'}")
 
 
-def check_yaml_syntax(path: Path, shown_as: str) -> dict:
-    """Report YAML syntax errors with their line before Hydra hides them in a stack."""
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as err:
-        raise UserError(f"cannot read the recipe: {err}", file=shown_as, expected="a UTF-8 YAML file") from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise UserError(f"{where}invalid YAML: {getattr(err, 'problem', None) or err}",
-                        file=shown_as) from None
-    if not isinstance(data, dict):
-        raise UserError("a recipe must be a mapping of keys", file=shown_as,
-                        expected="`tfbuild: 1`, `model:`, `targets:` ...")
-    return data
-
-
 def compose(recipes_dir: Path, name: str, overrides: list[str], shown_as: str) -> dict:
-    """Compose one recipe with Hydra (defaults lists, key=value / +key=value / ~key overrides)."""
+    """Compose one recipe with Hydra (defaults lists, key=value / +key=value / ~key overrides).
+
+    Every file Hydra will read is checked first (recipe_yaml), and whatever Hydra or OmegaConf
+    still raise while composing is the recipe's or an override's fault, reported as such.
+    """
     path = recipe_file(recipes_dir, name)
-    written = check_yaml_syntax(path, shown_as)
+    written = recipe_yaml.read_recipe(path, shown_as)
+    pieces = recipe_yaml.check_pieces(recipes_dir, written, overrides)
+    for override in overrides:
+        recipe_yaml.check_override(override, shown_as)
     from hydra import compose as hydra_compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
-    from hydra.errors import HydraException
     from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
 
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(recipes_dir.resolve()), version_base=None):
             base = OmegaConf.to_container(hydra_compose(config_name=path.name), resolve=False) if overrides else {}
             cfg = hydra_compose(config_name=path.name, overrides=[_forced(o, base) for o in overrides])
-        # Through JSON, as the composition cache stores it: a recipe means the same either way.
-        composed = json.loads(json.dumps(OmegaConf.to_container(cfg, resolve=True)))
-    except (HydraException, OmegaConfBaseException, ValueError) as err:
-        raise _composition_error(err, overrides, shown_as) from None
+        recipe_yaml.check_interpolations(OmegaConf.to_container(cfg, resolve=False), pieces)
+        composed = OmegaConf.to_container(cfg, resolve=True)
+    except Exception as err:  # noqa: BLE001 - sorted into user errors and bugs just below
+        if not _raised_while_composing(err):
+            raise
+        raise _composition_error(err, overrides, pieces) from None
     finally:
         GlobalHydra.instance().clear()
-    return _in_written_order(composed, written)
+    # Through JSON, as the composition cache stores it: a recipe means the same either way.
+    return _in_written_order(json.loads(json.dumps(composed)), written.data)
+
+
+def _raised_while_composing(err: Exception) -> bool:
+    """Hydra and OmegaConf only ever see checked files, so what they raise (an assertion, a
+    recursion, a KeyError as much as their own exceptions) comes from the recipe or an
+    override; an exception that did not pass through them is a bug of ours."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    if isinstance(err, (HydraException, OmegaConfBaseException)):
+        return True
+    tb = err.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_globals.get("__name__", "").split(".", 1)[0] in COMPOSING_PACKAGES:
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def _in_written_order(composed: dict, written: dict) -> dict:
@@ -353,9 +360,15 @@ def schema_knows(path: list[str], base: dict | None, model: type[BaseModel] = Re
     return len(path) == 1
 
 
-def _composition_error(err: Exception, overrides: list[str], shown_as: str) -> UserError:
+def _composition_error(err: Exception, overrides: list[str], pieces: list[recipe_yaml.Piece]) -> UserError:
+    """What Hydra or OmegaConf raised, as one line at the file (and line) it comes from."""
+    while not str(err).strip() and err.__cause__ is not None:  # Hydra wraps with an empty message
+        err = err.__cause__
+    shown_as = pieces[0].file.shown
     lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
     text = "; ".join(lines[:2]) if lines else type(err).__name__
+    if isinstance(err, RecursionError):
+        text = "values that refer to each other without end (an interpolation loop?)"
     culprit = next((o for o in overrides if o.split("=", 1)[0].lstrip("+~") in str(err)), None)
     if culprit is None and "override" in str(err).lower() and overrides:
         culprit = overrides[0] if len(overrides) == 1 else None
@@ -365,4 +378,5 @@ def _composition_error(err: Exception, overrides: list[str], shown_as: str) -> U
                          expected="key=value for an existing key, +key=value to add one, ~key to delete",
                          hint="overrides apply to every selected recipe: name the recipe, "
                               "e.g. tfbuild digits KEY=VALUE")
-    return UserError(f"cannot compose recipe: {text}", file=shown_as)
+    file, line = recipe_yaml.locate(pieces, getattr(err, "full_key", None))
+    return UserError(f"cannot compose recipe: {text}", file=file, line=line)
