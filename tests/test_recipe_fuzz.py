@@ -192,9 +192,32 @@ def plan_in_process(root: Path, args: list[str]) -> tuple[int | str, str, float]
     return code, out.getvalue() + err.getvalue(), time.perf_counter() - started
 
 
+INPUTS = ("examples/digits/digits.keras", "examples/digits/calibration.npz",
+          "examples/digits/evaluation.npz", "examples/digits/labels.txt", "examples/swish/data.npz",
+          "examples/swish/swish.keras")
+
+
+def damage(data: bytes, rng: random.Random) -> bytes:
+    """An input file as it arrives broken: truncated, overwritten, an LFS pointer, re-encoded."""
+    kind = rng.randrange(5)
+    if kind == 0:
+        return data[: rng.randrange(len(data))]
+    if kind == 1:
+        at = rng.randrange(len(data))
+        return data[:at] + bytes(rng.randrange(256) for _ in range(64)) + data[at + 64:]
+    if kind == 2:
+        return b"version https://git-lfs.github.com/spec/v1\noid sha256:0\nsize 1\n"
+    if kind == 3:
+        return "zéro\nun\n".encode("latin-1")
+    return b""
+
+
 def fuzz_case(rng: random.Random, originals: dict[str, str]) -> tuple[dict[str, str], list[str]]:
     """Which files to damage and how, and the command line to plan them with."""
     texts = dict(originals)
+    if rng.random() < 0.1:  # the recipes are fine, a file they name is not
+        victim = rng.choice(INPUTS)
+        return {**texts, victim: damage((REPO / victim).read_bytes(), rng)}, list(rng.choice(COMMANDS))
     victim = rng.choice(SHIPPED if rng.random() < 0.85 else SHIPPED[:1])
     for _ in range(rng.choice((1, 1, 1, 2, 3))):
         texts[victim] = mutate(texts[victim], rng)
@@ -209,9 +232,9 @@ def fuzz_case(rng: random.Random, originals: dict[str, str]) -> tuple[dict[str, 
     return texts, args
 
 
-def write_texts(root: Path, texts: dict[str, str]) -> None:
+def write_texts(root: Path, texts: dict[str, str | bytes]) -> None:
     for relative, text in texts.items():
-        (root / relative).write_bytes(text.encode("utf-8", "surrogateescape"))
+        (root / relative).write_bytes(text if isinstance(text, bytes) else text.encode("utf-8", "surrogateescape"))
 
 
 def test_mutated_recipes_plan_or_fail_clearly(fuzz_project):
@@ -229,8 +252,9 @@ def test_mutated_recipes_plan_or_fail_clearly(fuzz_project):
         clear = code in (0, 1) or (code == 2 and "recipes/" in text and "Traceback" not in text
                                    and text.lstrip().startswith("error:"))
         if not clear or seconds > RUN_SECONDS:
-            changed = {k: v for k, v in texts.items() if v != originals[k]}
+            changed = {k: v for k, v in texts.items() if v != originals.get(k)}
             problems.append(f"run {run}: {args} -> {code} in {seconds:.2f}s\n{changed}\n{text[-1500:]}")
+        write_texts(fuzz_project, {k: (REPO / k).read_bytes() for k in texts if k not in originals})
     write_texts(fuzz_project, originals)
     print(f"{RUNS} runs in {time.perf_counter() - started:.1f}s: {dict(outcomes)}; "
           f"slowest run {slowest[1]}: {slowest[0]:.2f}s")

@@ -18,7 +18,7 @@ import threading
 import time
 from pathlib import Path
 
-from tfbuild import __version__
+from tfbuild import __version__, inputs_check
 from tfbuild.errors import UserError
 
 COMMANDS = ("build", "list", "status", "explain", "check", "clean", "schema", "report")
@@ -110,13 +110,20 @@ def cmd_build(project, options) -> int:
     patterns, overrides = _split(options.args)
     if options.dry_run:
         plans, _ = _classified(project, patterns, overrides, options.always_make)
+        inputs_check.check_plans(project, plans)
         return _print_dry_run(plans)
     with _exclusive(project):
         started = time.perf_counter()
         selected = project.select(patterns, overrides)  # recipe mistakes surface before any worker
-        warm = _warm_worker(project, options)
+        everything = _converts_everything(project, options)
+        if everything:  # and input files that are not what they claim, before the warm worker
+            for loaded, _ in selected:
+                inputs_check.check_recipe(project, loaded)
+        warm = _warm_worker(project) if everything else []
         try:
             plans, state = _classified(project, patterns, overrides, options.always_make, selected)
+            if not everything:
+                inputs_check.check_plans(project, plans)
             if not warm and all(plan.action == "none" for plan in plans):
                 project.digests.save()  # the fast path: nothing to schedule, no worker machinery
                 print(f"tfbuild: all {len(plans)} target(s) up to date ({time.perf_counter() - started:.2f}s)")
@@ -136,11 +143,14 @@ def cmd_build(project, options) -> int:
         return exit_code(outcomes)
 
 
-def _warm_worker(project, options) -> list:
-    """Start importing TensorFlow in a worker while we plan, when conversion is certain anyway:
-    the project was never built here, or -B. Otherwise planning decides first (no-op stays light)."""
-    if not (options.always_make or not (project.state_dir / "state.json").is_file()):
-        return []
+def _converts_everything(project, options) -> bool:
+    """The project was never built here, or -B: every selected target will be converted."""
+    return options.always_make or not (project.state_dir / "state.json").is_file()
+
+
+def _warm_worker(project) -> list:
+    """Start importing TensorFlow in a worker while we plan, when conversion is certain anyway
+    (`_converts_everything`). Otherwise planning decides first (a no-op stays light)."""
     from tfbuild.run import start_worker
 
     return [start_worker(str(project.state_dir / "logs" / f"warm-{os.getpid()}.log"))]
@@ -190,6 +200,7 @@ class _exclusive:
 
 def cmd_status(project, options) -> int:
     plans, _ = _classified(project, *_split(options.args))
+    inputs_check.check_plans(project, plans)  # an input that is no model is why, too
     stale = [p for p in plans if p.action != "none"]
     for plan in plans:
         if plan.action == "none":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -279,7 +280,11 @@ def compose(recipes_dir: Path, name: str, overrides: list[str], shown_as: str) -
 
     GlobalHydra.instance().clear()
     try:
-        with initialize_config_dir(config_dir=str(recipes_dir.resolve()), version_base=None):
+        with warnings.catch_warnings(), \
+                initialize_config_dir(config_dir=str(recipes_dir.resolve()), version_base=None):
+            # Hydra's upgrade notes (a defaults list without `_self_` applies the recipe's own
+            # keys last, which is what a recipe means) are not the user's business.
+            warnings.simplefilter("ignore", UserWarning)
             base = OmegaConf.to_container(hydra_compose(config_name=path.name), resolve=False) if overrides else {}
             cfg = hydra_compose(config_name=path.name, overrides=[_forced(o, base) for o in overrides])
         recipe_yaml.check_interpolations(OmegaConf.to_container(cfg, resolve=False), pieces)
