@@ -245,18 +245,18 @@ def test_alias_bomb_is_refused_in_milliseconds(proj):
     from tfbuild.errors import UserError
     from tfbuild.project import Project
 
-    assert refused(proj, GOOD + ALIAS_BOMB)[0].startswith("error: recipes/m.yaml: line 13: more than 5000 values")
+    assert refused(proj, GOOD + ALIAS_BOMB)[0].startswith("error: recipes/m.yaml: line 13: more than 2000 values")
     started = time.perf_counter()
     with pytest.raises(UserError) as raised:
         Project.open(proj.root, read_only=True).load("m", [])
     assert time.perf_counter() - started < 1.0
     assert raised.value.render().startswith(
-        "error: recipes/m.yaml: line 13: more than 5000 values once aliases are expanded")
+        "error: recipes/m.yaml: line 13: more than 2000 values once aliases are expanded")
 
 
 def test_interpolation_bomb_is_refused_before_omegaconf_resolves_it(proj):
     lines = refused(proj, GOOD + "z0: lol\n" + "".join(f"z{i}: '{'${z%d}' % (i - 1) * 9}'\n" for i in range(1, 9)))
-    assert lines[0] == "error: recipes/m.yaml: line 13: z4: interpolations expand to more than 5000 values"
+    assert lines[0] == "error: recipes/m.yaml: line 13: z4: interpolations expand to more than 2000 values"
 
 
 def test_what_hydra_still_refuses_is_located_too(proj):
@@ -342,3 +342,10 @@ def test_inputs_of_up_to_date_targets_are_not_read(proj, monkeypatch):
         plan.action = "convert"
     inputs_check.check_plans(project, plans)
     assert opened == [proj.path("models/m.keras")]
+
+
+def test_hydra_settings_are_not_recipe_keys(proj):
+    lines = refused(proj, GOOD + "hydra: {job: {chdir: true}}\n")
+    assert lines[0] == "error: recipes/m.yaml: line 9: hydra: unknown key (Hydra would take it for its own settings and drop it)"
+    lines = refused(proj, GOOD, "hydra.run.dir=x")
+    assert lines[0] == "error: recipes/m.yaml: hydra.run.dir: bad override 'hydra.run.dir=x': not a recipe key (Hydra's own settings)"

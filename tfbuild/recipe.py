@@ -22,6 +22,7 @@ NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
 DType = Literal["float32", "float16", "int8", "uint8", "int16", "int32", "int64", "bool"]
 Quantize = Literal["float32", "float16", "dynamic", "int8", "int16x8"]
 COMPOSING_PACKAGES = ("hydra", "omegaconf", "yaml", "antlr4")  # what compose() hands recipes to
+MAX_PROBLEMS_SHOWN = 10  # a recipe pasted into the wrong file has hundreds; the first ones tell
 
 
 class Strict(BaseModel):
@@ -218,9 +219,10 @@ def validate(raw: dict, file: str) -> Recipe:
         first = problems[0]
         key = ".".join(str(part) for part in first["loc"]) or None
         message = _describe(first)
-        if len(problems) > 1:
-            message += "".join(f"\n  also: {'.'.join(map(str, p['loc']))}: {_describe(p)}"
-                               for p in problems[1:])
+        message += "".join(f"\n  also: {'.'.join(map(str, p['loc']))}: {_describe(p)}"
+                           for p in problems[1:MAX_PROBLEMS_SHOWN])
+        if len(problems) > MAX_PROBLEMS_SHOWN:
+            message += f"\n  and {len(problems) - MAX_PROBLEMS_SHOWN} more"
         raise UserError(message, file=file, key=key) from None
 
 
