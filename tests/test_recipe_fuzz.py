@@ -63,7 +63,8 @@ VALUES = ["[]", "{}", "1", "-1", "0.5", "null", "true", "'x'", "[1, 2]", "{a: 1}
           "'${model}'", "${nosuch}", "${oc.env:HOME}", "2024-01-01", "1e3", ".inf", "!!binary aGVsbG8=",
           "!!python/object/apply:os.system [echo hi]", "!!set {a, b}", "!foo bar", "=", "<<: 1",
           "!!python/object/apply:pathlib.Path [x]", "'unterminated", "[unclosed", "{unclosed",
-          "*undefined", "&anchor x", "|\n  block", ">-", "\"\\x\"", "0x1F", "0o17", "+12", "1_000"]
+          "*undefined", "&anchor x", "|\n  block", ">-", "\"\\x\"", "0x1F", "0o17", "+12", "1_000",
+          "\"a\\0b.keras\"", "x" * 300 + ".npz", "/x/" * 400, "0x_", "\"\\uD800\""]
 KEYS = ["quantize", "io", "model", "targets", "fp32", "accept", "defaults", "_self_", "tfbuild",
         "x", "<<", "? [a]", "1", "null", "'quoted'", "~", "\"a.b\"", "hydra", "int8", "a b"]
 

@@ -349,3 +349,11 @@ def test_hydra_settings_are_not_recipe_keys(proj):
     assert lines[0] == "error: recipes/m.yaml: line 9: hydra: unknown key (Hydra would take it for its own settings and drop it)"
     lines = refused(proj, GOOD, "hydra.run.dir=x")
     assert lines[0] == "error: recipes/m.yaml: hydra.run.dir: bad override 'hydra.run.dir=x': not a recipe key (Hydra's own settings)"
+
+
+def test_paths_the_system_cannot_take_are_refused_at_their_key(proj):
+    lines = refused(proj, GOOD.replace("data/calib.npz", "data/" + "x" * 300 + ".npz"))
+    assert lines[0].startswith("error: recipes/m.yaml: data.calibration: a path of at most 1024 bytes, "
+                               "names of at most 255")
+    lines = refused(proj, GOOD.replace("models/m.keras", '"models/m\\0.keras"'))
+    assert lines[0].startswith("error: recipes/m.yaml: model.source: a path cannot contain a NUL character")

@@ -44,19 +44,23 @@ def check_recipe(project, loaded) -> None:
     check_labels(project, loaded)
 
 
-def _existing_file(project, spec: str | None) -> Path | None:
-    """The file a spec names, or None where the planner reports it (missing, py:, a folder)."""
+def _existing(project, spec: str | None, *, allow_dir: bool = False) -> Path | None:
+    """The file (or folder) a spec names, or None where the planner reports it (missing,
+    unreadable, py:)."""
     if spec is None or spec.startswith("py:"):
         return None
     path = project.root / spec
-    return path if path.is_file() else None
+    try:
+        return path if path.is_file() or (allow_dir and path.is_dir()) else None
+    except OSError:
+        return None
 
 
 def check_model(project, loaded) -> None:
     spec = loaded.recipe.model.source
     where = dict(file=loaded.file, key="model.source")
-    path = project.root / spec
-    if spec.startswith("py:") or not path.exists():
+    path = _existing(project, spec, allow_dir=True)
+    if path is None:
         return
     if path.is_dir():
         if not (path / "saved_model.pb").is_file():
@@ -104,7 +108,7 @@ def _hdf5_problem(path: Path) -> str | None:
 def check_data(project, loaded) -> None:
     for key in ("calibration", "evaluation"):
         spec = getattr(loaded.recipe.data, key)
-        path = _existing_file(project, spec)
+        path = _existing(project, spec)
         if path is None:
             continue
         where = dict(file=loaded.file, key=f"data.{key}")
@@ -158,7 +162,7 @@ def _array_header_problem(handle) -> str | None:
 
 def check_labels(project, loaded) -> None:
     mobile = loaded.recipe.mobile
-    path = _existing_file(project, mobile.labels if mobile else None)
+    path = _existing(project, mobile.labels if mobile else None)
     if path is None:
         return
     try:

@@ -11,9 +11,10 @@ import json
 import re
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
 
 from tfbuild import RECIPE_SCHEMA_VERSION, recipe_yaml
 from tfbuild.errors import UserError
@@ -22,7 +23,21 @@ NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
 DType = Literal["float32", "float16", "int8", "uint8", "int16", "int32", "int64", "bool"]
 Quantize = Literal["float32", "float16", "dynamic", "int8", "int16x8"]
 COMPOSING_PACKAGES = ("hydra", "omegaconf", "yaml", "antlr4")  # what compose() hands recipes to
+MAX_PATH_BYTES = 1024  # inputs and outputs named in a recipe; the project root comes on top
 MAX_PROBLEMS_SHOWN = 10  # a recipe pasted into the wrong file has hundreds; the first ones tell
+
+
+def _usable_path(value: str) -> str:
+    """A path the operating system accepts: a NUL or a 300-character name would otherwise fail
+    in a stat deep inside planning, not here at its key."""
+    if "\0" in value:
+        raise ValueError("a path cannot contain a NUL character")
+    if len(value.encode()) > MAX_PATH_BYTES or any(len(part.encode()) > 255 for part in re.split(r"[/\\]", value)):
+        raise ValueError(f"a path of at most {MAX_PATH_BYTES} bytes, names of at most 255")
+    return value
+
+
+PathText = Annotated[str, AfterValidator(_usable_path)]
 
 
 class Strict(BaseModel):
@@ -36,7 +51,7 @@ class InputSpec(Strict):
 
 
 class ModelSection(Strict):
-    source: str = Field(description=(
+    source: PathText = Field(description=(
         "Where the model comes from, relative to the project root: a .keras file, a legacy .h5 "
         "file, a SavedModel directory, or `py:package.module:function` returning a Keras model."))
     custom_objects: dict[str, str] = Field(default_factory=dict, description=(
@@ -53,16 +68,16 @@ class ModelSection(Strict):
         "ops); null keeps it dynamic."))
     signature: str | None = Field(None, description=(
         "SavedModel sources only: the signature to convert (default serving_default)."))
-    depends: list[str] = Field(default_factory=list, description=(
+    depends: list[PathText] = Field(default_factory=list, description=(
         "More files or folders the model source reads (weights a py: factory loads, a vocabulary): "
         "hashed into every target's key, so editing them rebuilds."))
 
 
 class DataSection(Strict):
-    calibration: str | None = Field(None, description=(
+    calibration: PathText | None = Field(None, description=(
         "Representative inputs for integer quantization: .npz (one array per input name), "
         ".npy (single-input models) or `py:package.module:function` returning either."))
-    evaluation: str | None = Field(None, description=(
+    evaluation: PathText | None = Field(None, description=(
         "Inputs (and optional `labels` array) used to check each target against the source model."))
     calibration_samples: int = Field(200, ge=1, description="How many calibration samples to use.")
     evaluation_samples: int = Field(200, ge=1, description="How many evaluation samples to check.")
@@ -154,8 +169,8 @@ class IOSSection(Strict):
 class MobileSection(Strict):
     android: AndroidSection | None = Field(None, description="Generate a Kotlin loader (omit for none).")
     ios: IOSSection | None = Field(None, description="Generate a Swift loader (omit for none).")
-    labels: str | None = Field(None, description="Text file, one class label per line.")
-    templates: str | None = Field(None, description="Directory whose templates override the built-in ones.")
+    labels: PathText | None = Field(None, description="Text file, one class label per line.")
+    templates: PathText | None = Field(None, description="Directory whose templates override the built-in ones.")
     golden_samples: int = Field(3, ge=1, le=100, description="Evaluation samples exported as golden vectors.")
 
 
@@ -168,7 +183,7 @@ class Recipe(Strict):
     targets: dict[str, Target] = Field(min_length=1, description="Named build targets.")
     mobile: MobileSection | None = Field(None, description=(
         "Generated Android/iOS loaders for every target (omit for none)."))
-    output_dir: str | None = Field(None, description=(
+    output_dir: PathText | None = Field(None, description=(
         "Where outputs go, relative to the project root (default build/<recipe>)."))
 
     @field_validator("targets")
