@@ -93,8 +93,10 @@ def _keras_problem(path: Path) -> str | None:
     try:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
+    except zipfile.BadZipFile:
+        return "not a zip archive"
     except UNREADABLE as err:
-        return f"not a zip archive ({err})"
+        return f"unreadable ({err})"
     return None if "config.json" in names else "the archive has no config.json"
 
 
@@ -134,6 +136,8 @@ def _npz_problem(path: Path) -> str | None:
                     problem = _array_header_problem(member)
                 if problem:
                     return f"array {name[:-4]!r}: {problem}"
+    except zipfile.BadZipFile:
+        return "not a numpy .npz archive (not a zip archive)"
     except UNREADABLE as err:
         return f"not a numpy .npz archive ({err})"
     return None

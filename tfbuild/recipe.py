@@ -395,6 +395,7 @@ def _composition_error(err: Exception, overrides: list[str], pieces: list[recipe
     if culprit is None and "override" in str(err).lower() and overrides:
         culprit = overrides[0] if len(overrides) == 1 else None
     if culprit is not None:
+        text = text.replace(f"++{culprit}", culprit)  # as typed, not as _forced passed it on
         return UserError(f"bad override {culprit!r}: {text}", file=shown_as,
                          key=culprit.split("=", 1)[0].lstrip("+~"),
                          expected="key=value for an existing key, +key=value to add one, ~key to delete",
