@@ -18,7 +18,7 @@ import threading
 import time
 from pathlib import Path
 
-from tfbuild import __version__, inputs_check
+from tfbuild import __version__
 from tfbuild.errors import UserError
 
 COMMANDS = ("build", "list", "status", "explain", "check", "clean", "schema", "report")
@@ -108,6 +108,8 @@ def cmd_build(project, options) -> int:
     from tfbuild.report import Progress, exit_code, print_summary
 
     patterns, overrides = _split(options.args)
+    from tfbuild import inputs_check
+
     if options.dry_run:
         plans, _ = _classified(project, patterns, overrides, options.always_make)
         inputs_check.check_plans(project, plans)
@@ -199,8 +201,10 @@ class _exclusive:
 
 
 def cmd_status(project, options) -> int:
+    from tfbuild.inputs_check import check_plans
+
     plans, _ = _classified(project, *_split(options.args))
-    inputs_check.check_plans(project, plans)  # an input that is no model is why, too
+    check_plans(project, plans)  # an input that is no model is why, too
     stale = [p for p in plans if p.action != "none"]
     for plan in plans:
         if plan.action == "none":

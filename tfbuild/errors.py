@@ -1,7 +1,8 @@
 """One exception type for mistakes a user can fix.
 
 Everything raised as `UserError` is printed as one clear message (file, line when it is known,
-key path, what was expected) with exit code 2; anything else that escapes is a bug and keeps its traceback.
+key path, what was expected) with exit code 2; anything else that escapes is a bug and keeps
+its traceback.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator,
                       model_validator)
 
-from tfbuild import RECIPE_SCHEMA_VERSION, recipe_yaml
+from tfbuild import RECIPE_SCHEMA_VERSION
 from tfbuild.errors import UserError
 
 NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
@@ -286,6 +286,8 @@ def compose(recipes_dir: Path, name: str, overrides: list[str], shown_as: str) -
     Every file Hydra will read is checked first (recipe_yaml), and whatever Hydra or OmegaConf
     still raise while composing is the recipe's or an override's fault, reported as such.
     """
+    from tfbuild import recipe_yaml  # PyYAML and the checks: only when the composition cache misses
+
     path = recipe_file(recipes_dir, name)
     written = recipe_yaml.read_recipe(path, shown_as)
     pieces = recipe_yaml.check_pieces(recipes_dir, written, overrides)
@@ -401,5 +403,7 @@ def _composition_error(err: Exception, overrides: list[str], pieces: list[recipe
                          expected="key=value for an existing key, +key=value to add one, ~key to delete",
                          hint="overrides apply to every selected recipe: name the recipe, "
                               "e.g. tfbuild digits KEY=VALUE")
-    file, line = recipe_yaml.locate(pieces, getattr(err, "full_key", None))
+    from tfbuild.recipe_yaml import locate
+
+    file, line = locate(pieces, getattr(err, "full_key", None))
     return UserError(f"cannot compose recipe: {text}", file=file, line=line)
