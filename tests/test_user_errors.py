@@ -3,6 +3,10 @@ nothing written. These run the real command in a subprocess and never reach Tens
 
 from __future__ import annotations
 
+import time
+import zipfile
+
+import numpy as np
 import pytest
 
 from conftest import assert_user_error
@@ -21,9 +25,16 @@ targets:
 
 @pytest.fixture
 def proj(project):
-    project.write("models/m.keras", "not really a model, planning never reads it as one")
-    project.write("data/calib.npz", "")
+    keras_like(project.path("models/m.keras"))  # planning reads only the zip's directory
+    project.save_arrays("data/calib.npz", features=np.zeros((4, 8), np.float32))
     return project
+
+
+def keras_like(path, members=("config.json",)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w") as archive:
+        for name in members:
+            archive.writestr(name, "{}")
 
 
 def test_bad_yaml_names_file_and_line(proj):
@@ -191,3 +202,165 @@ def test_user_errors_write_nothing(proj):
     proj.run()
     assert not proj.path("build").exists()
     assert not proj.path("tfbuild.lock").exists()
+
+
+# ---------------------------------------------------------------- malformed YAML, located
+
+def refused(proj, recipe: str, *args: str) -> list[str]:
+    """Plan recipe m: exit 2 without a traceback; the lines of the error."""
+    proj.recipe("m", recipe)
+    result = proj.run("-n", *args)
+    assert_user_error(result)
+    return result.err.splitlines()
+
+
+def test_self_referencing_alias_is_refused_at_its_line(proj):
+    lines = refused(proj, "a: &a [*a, *a]\n" + GOOD)
+    assert lines == ["error: recipes/m.yaml: line 1: alias *a is inside the value it names (&a)",
+                     "  hint: YAML aliases that refer to themselves are not allowed"]
+
+
+def test_deep_nesting_is_refused_at_its_line(proj):
+    lines = refused(proj, GOOD + "x: " + "[" * 200 + "]" * 200 + "\n")
+    assert lines[0] == "error: recipes/m.yaml: line 9: nesting deeper than 32 levels"
+
+
+def test_duplicate_key_from_a_merge_names_both_lines(proj):
+    lines = refused(proj, GOOD + "model:\n  source: models/m.keras\n")
+    assert lines[0] == 'error: recipes/m.yaml: line 9: duplicate key "model" (also on line 2)'
+
+
+def test_malformed_defaults_entry_is_refused_before_hydra(proj):
+    proj.write("recipes/quant/int8_strict.yaml", "quantize: int8\nio: int8\n")
+    lines = refused(proj, "defaults:\n  - quant@targets.int8: int8_strict\n  - nested: _self_\n" + GOOD)
+    assert lines == ['error: recipes/m.yaml: line 3: defaults list entry 2: expected '
+                     '"group@package: option" or "_self_", got {nested: _self_}',
+                     "  hint: `_self_` stands alone: `- _self_`"]
+
+
+def test_pieces_are_checked_at_their_own_file(proj):
+    proj.write("recipes/quant/int8_strict.yaml", "quantize: int8\nio: int8\nquantize: float16\n")
+    lines = refused(proj, "defaults:\n  - quant@targets.int8: int8_strict\n  - _self_\n" + GOOD)
+    assert lines[0] == 'error: recipes/quant/int8_strict.yaml: line 3: duplicate key "quantize" (also on line 1)'
+
+
+ALIAS_BOMB = 'zlol0: &l0 "lol"\n' + "".join(
+    f"zlol{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]\n" for i in range(1, 8))
+
+
+def test_alias_bomb_is_refused_in_milliseconds(proj):
+    from tfbuild.errors import UserError
+    from tfbuild.project import Project
+
+    assert refused(proj, GOOD + ALIAS_BOMB)[0].startswith("error: recipes/m.yaml: line 13: more than 2000 values")
+    started = time.perf_counter()
+    with pytest.raises(UserError) as raised:
+        Project.open(proj.root, read_only=True).load("m", [])
+    assert time.perf_counter() - started < 1.0
+    assert raised.value.render().startswith(
+        "error: recipes/m.yaml: line 13: more than 2000 values once aliases are expanded")
+
+
+def test_interpolation_bomb_is_refused_before_omegaconf_resolves_it(proj):
+    lines = refused(proj, GOOD + "z0: lol\n" + "".join(f"z{i}: '{'${z%d}' % (i - 1) * 9}'\n" for i in range(1, 9)))
+    assert lines[0] == "error: recipes/m.yaml: line 13: z4: interpolations expand to more than 2000 values"
+
+
+def test_what_hydra_still_refuses_is_located_too(proj):
+    lines = refused(proj, GOOD + "x: ${nosuch}\n")
+    assert lines[0].startswith("error: recipes/m.yaml: line 9: cannot compose recipe: "
+                               "Interpolation key 'nosuch' not found")
+
+
+def test_tags_that_build_objects_are_refused(proj):
+    lines = refused(proj, GOOD + "x: !!python/object/apply:os.system [echo hi]\n")
+    assert lines[0] == "error: recipes/m.yaml: line 9: the tag !!python/object/apply:os.system is not allowed in a recipe"
+    assert lines[1].startswith("  expected: plain values")
+
+
+def test_deeply_nested_override_is_refused(proj):
+    proj.recipe("m", GOOD)
+    assert_user_error(proj.run("-n", "+x=" + "[" * 300 + "]" * 300), "bad override", "nesting deeper than 32")
+
+
+def test_our_own_exceptions_are_not_dressed_up_as_user_errors():
+    from tfbuild.recipe import _raised_while_composing
+
+    try:
+        {}["not from hydra"]
+    except KeyError as err:
+        assert not _raised_while_composing(err)
+
+
+# ---------------------------------------------------------------- input files, before any worker
+
+def test_model_that_is_a_git_lfs_pointer(proj):
+    proj.recipe("m", GOOD)
+    proj.write("models/m.keras", "version https://git-lfs.github.com/spec/v1\noid sha256:abc\n")
+    assert_user_error(proj.run("-n"), "recipes/m.yaml: model.source: not a readable .keras model: "
+                                      "a Git LFS pointer", "hint: run `git lfs pull`")
+
+
+def test_model_that_is_no_keras_archive(proj):
+    proj.recipe("m", GOOD)
+    keras_like(proj.path("models/m.keras"), members=("model.weights.h5",))
+    assert_user_error(proj.run("-n"), "model.source: not a readable .keras model: the archive has no config.json")
+    proj.write("models/m.keras", "garbage")
+    assert_user_error(proj.run("status"), "model.source: not a readable .keras model: not a zip archive")
+
+
+def test_h5_model_that_is_not_hdf5(proj):
+    proj.recipe("m", GOOD.replace("models/m.keras", "models/m.h5"))
+    proj.write("models/m.h5", "<html>404</html>")
+    assert_user_error(proj.run("-n"), "recipes/m.yaml: model.source: not a readable .h5 model: not an HDF5 file")
+
+
+def test_data_that_is_not_a_numpy_archive(proj):
+    proj.recipe("m", GOOD)
+    proj.write("data/calib.npz", "a,b\n1,2\n")
+    assert_user_error(proj.run("-n"), "recipes/m.yaml: data.calibration: cannot read data/calib.npz: "
+                                      "not a numpy .npz archive")
+    proj.save_arrays("data/calib.npz", features=np.array([{"a": 1}, None], dtype=object))
+    assert_user_error(proj.run("-n"), "data.calibration", "array 'features': it holds Python objects")
+
+
+def test_labels_that_are_not_utf8(proj):
+    proj.recipe("m", GOOD + "mobile:\n  labels: data/labels.txt\n  ios: {class_name: M}\n")
+    proj.path("data/labels.txt").write_bytes("zero\none\ndeux \u00e9\n".encode("latin-1"))
+    assert_user_error(proj.run("-n"), "recipes/m.yaml: mobile.labels: data/labels.txt is not UTF-8 "
+                                      "(byte 0xe9 on line 3)")
+
+
+def test_inputs_of_up_to_date_targets_are_not_read(proj, monkeypatch):
+    """A no-op build rereads nothing: only targets about to be converted or rendered are checked."""
+    from tfbuild import inputs_check
+    from tfbuild.cli import _plans
+    from tfbuild.project import Project
+
+    proj.recipe("m", GOOD)
+    proj.write("models/m.keras", "garbage")
+    project = Project.open(proj.root, read_only=True)
+    plans = _plans(project, [], [])
+    opened = []
+    monkeypatch.setattr(inputs_check, "_keras_problem", lambda path: opened.append(path))
+    inputs_check.check_plans(project, plans)  # action "none": up to date
+    assert opened == []
+    for plan in plans:
+        plan.action = "convert"
+    inputs_check.check_plans(project, plans)
+    assert opened == [proj.path("models/m.keras")]
+
+
+def test_hydra_settings_are_not_recipe_keys(proj):
+    lines = refused(proj, GOOD + "hydra: {job: {chdir: true}}\n")
+    assert lines[0] == "error: recipes/m.yaml: line 9: hydra: unknown key (Hydra would take it for its own settings and drop it)"
+    lines = refused(proj, GOOD, "hydra.run.dir=x")
+    assert lines[0] == "error: recipes/m.yaml: hydra.run.dir: bad override 'hydra.run.dir=x': not a recipe key (Hydra's own settings)"
+
+
+def test_paths_the_system_cannot_take_are_refused_at_their_key(proj):
+    lines = refused(proj, GOOD.replace("data/calib.npz", "data/" + "x" * 300 + ".npz"))
+    assert lines[0].startswith("error: recipes/m.yaml: data.calibration: a path of at most 1024 bytes, "
+                               "names of at most 255")
+    lines = refused(proj, GOOD.replace("models/m.keras", '"models/m\\0.keras"'))
+    assert lines[0].startswith("error: recipes/m.yaml: model.source: a path cannot contain a NUL character")

@@ -109,8 +109,11 @@ def cmd_build(project, options) -> int:
     from tfbuild.report import Progress, exit_code, print_summary
 
     patterns, overrides = _split(options.args)
+    from tfbuild import inputs_check
+
     if options.dry_run:
         plans, state = _classified(project, patterns, overrides, options.always_make)
+        inputs_check.check_plans(project, plans)
         lock_problem = state.lock_problem()
         if lock_problem:
             print(f"would rewrite tfbuild.lock: it {lock_problem}")
@@ -118,9 +121,15 @@ def cmd_build(project, options) -> int:
     with _exclusive(project):
         started = time.perf_counter()
         selected = project.select(patterns, overrides)  # recipe mistakes surface before any worker
-        warm = _warm_worker(project, options)
+        everything = _converts_everything(project, options)
+        if everything:  # and input files that are not what they claim, before the warm worker
+            for loaded, _ in selected:
+                inputs_check.check_recipe(project, loaded)
+        warm = _warm_worker(project) if everything else []
         try:
             plans, state = _classified(project, patterns, overrides, options.always_make, selected)
+            if not everything:
+                inputs_check.check_plans(project, plans)
             lock_problem = state.lock_problem()  # reads the lock: a newer one stops us before any work
             state_note = state.damage_note()
             if state_note:
@@ -152,11 +161,14 @@ def _print_lock_repair(problem: str | None) -> None:
         print(f"tfbuild.lock {problem}: rewritten from the build state")
 
 
-def _warm_worker(project, options) -> list:
-    """Start importing TensorFlow in a worker while we plan, when conversion is certain anyway:
-    the project was never built here, or -B. Otherwise planning decides first (no-op stays light)."""
-    if not (options.always_make or not (project.state_dir / "state.json").is_file()):
-        return []
+def _converts_everything(project, options) -> bool:
+    """The project was never built here, or -B: every selected target will be converted."""
+    return options.always_make or not (project.state_dir / "state.json").is_file()
+
+
+def _warm_worker(project) -> list:
+    """Start importing TensorFlow in a worker while we plan, when conversion is certain anyway
+    (`_converts_everything`). Otherwise planning decides first (a no-op stays light)."""
     from tfbuild.run import start_worker
 
     return [start_worker(str(project.private_dir("logs") / f"warm-{os.getpid()}.log"))]
@@ -215,7 +227,10 @@ def _pid_in(path: Path) -> str:
 
 
 def cmd_status(project, options) -> int:
+    from tfbuild.inputs_check import check_plans
+
     plans, _ = _classified(project, *_split(options.args))
+    check_plans(project, plans)  # an input that is no model is why, too
     stale = [p for p in plans if p.action != "none"]
     for plan in plans:
         if plan.action == "none":

@@ -86,10 +86,14 @@ def flatten(value, prefix: str = "") -> dict[str, object]:
 def _input_path(project: Project, loaded: LoadedRecipe, spec: str, key: str, *,
                 allow_dir: bool = False) -> Path:
     path = project.root / spec
-    if not path.exists():
+    try:
+        found, is_file = path.exists(), path.is_file()
+    except OSError as err:  # a folder on the way that cannot be searched, a loop of links
+        raise UserError(f"cannot use {spec}: {err.strerror}", file=loaded.file, key=key) from None
+    if not found:
         raise UserError(f"file not found: {spec}", file=loaded.file, key=key,
                         expected="a path relative to the project root")
-    if not allow_dir and not path.is_file():
+    if not allow_dir and not is_file:
         raise UserError(f"not a file: {spec}", file=loaded.file, key=key, expected="a file")
     if not os.access(path, os.R_OK):
         raise UserError(f"cannot read {spec}: permission denied", file=loaded.file, key=key)

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import (BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator,
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError,
+                      field_validator,
                       model_validator)
 
 from tfbuild import RECIPE_SCHEMA_VERSION
@@ -21,6 +23,22 @@ from tfbuild.errors import UserError
 NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
 DType = Literal["float32", "float16", "int8", "uint8", "int16", "int32", "int64", "bool"]
 Quantize = Literal["float32", "float16", "dynamic", "int8", "int16x8"]
+COMPOSING_PACKAGES = ("hydra", "omegaconf", "yaml", "antlr4")  # what compose() hands recipes to
+MAX_PATH_BYTES = 1024  # inputs and outputs named in a recipe; the project root comes on top
+MAX_PROBLEMS_SHOWN = 10  # a recipe pasted into the wrong file has hundreds; the first ones tell
+
+
+def _usable_path(value: str) -> str:
+    """A path the operating system accepts: a NUL or a 300-character name would otherwise fail
+    in a stat deep inside planning, not here at its key."""
+    if "\0" in value:
+        raise ValueError("a path cannot contain a NUL character")
+    if len(value.encode()) > MAX_PATH_BYTES or any(len(part.encode()) > 255 for part in re.split(r"[/\\]", value)):
+        raise ValueError(f"a path of at most {MAX_PATH_BYTES} bytes, names of at most 255")
+    return value
+
+
+PathText = Annotated[str, AfterValidator(_usable_path)]
 
 
 class Strict(BaseModel):
@@ -54,7 +72,7 @@ OutputEntry = Annotated[str, StringConstraints(pattern=NAME_PATTERN)] | OutputSp
 
 
 class ModelSection(Strict):
-    source: str = Field(description=(
+    source: PathText = Field(description=(
         "Where the model comes from, relative to the project root: a .keras file, a legacy .h5 "
         "file, a SavedModel directory, or `py:package.module:function` returning a Keras model."))
     custom_objects: dict[str, str] = Field(default_factory=dict, description=(
@@ -75,16 +93,16 @@ class ModelSection(Strict):
         "Names and kinds of the outputs: a list in the model's output order (`[bbox, landmarks, "
         "{name: scores, kind: scores}]`), or a mapping from the names the model gives "
         "(`{output_0: bbox}`). Each entry is a name, or {name, kind}."))
-    depends: list[str] = Field(default_factory=list, description=(
+    depends: list[PathText] = Field(default_factory=list, description=(
         "More files or folders the model source reads (weights a py: factory loads, a vocabulary): "
         "hashed into every target's key, so editing them rebuilds."))
 
 
 class DataSection(Strict):
-    calibration: str | None = Field(None, description=(
+    calibration: PathText | None = Field(None, description=(
         "Representative inputs for integer quantization: .npz (one array per input name), "
         ".npy (single-input models) or `py:package.module:function` returning either."))
-    evaluation: str | None = Field(None, description=(
+    evaluation: PathText | None = Field(None, description=(
         "Inputs (and optional `labels` array) used to check each target against the source model."))
     calibration_samples: int = Field(200, ge=1, description="How many calibration samples to use.")
     evaluation_samples: int = Field(200, ge=1, description="How many evaluation samples to check.")
@@ -176,8 +194,8 @@ class IOSSection(Strict):
 class MobileSection(Strict):
     android: AndroidSection | None = Field(None, description="Generate a Kotlin loader (omit for none).")
     ios: IOSSection | None = Field(None, description="Generate a Swift loader (omit for none).")
-    labels: str | None = Field(None, description="Text file, one class label per line.")
-    templates: str | None = Field(None, description="Directory whose templates override the built-in ones.")
+    labels: PathText | None = Field(None, description="Text file, one class label per line.")
+    templates: PathText | None = Field(None, description="Directory whose templates override the built-in ones.")
     golden_samples: int = Field(3, ge=1, le=100, description="Evaluation samples exported as golden vectors.")
 
 
@@ -190,7 +208,7 @@ class Recipe(Strict):
     targets: dict[str, Target] = Field(min_length=1, description="Named build targets.")
     mobile: MobileSection | None = Field(None, description=(
         "Generated Android/iOS loaders for every target (omit for none)."))
-    output_dir: str | None = Field(None, description=(
+    output_dir: PathText | None = Field(None, description=(
         "Where outputs go, relative to the project root (default build/<recipe>)."))
 
     @field_validator("targets")
@@ -241,9 +259,10 @@ def validate(raw: dict, file: str) -> Recipe:
         first = problems[0]
         key = ".".join(str(part) for part in first["loc"]) or None
         message = _describe(first)
-        if len(problems) > 1:
-            message += "".join(f"\n  also: {'.'.join(map(str, p['loc']))}: {_describe(p)}"
-                               for p in problems[1:])
+        message += "".join(f"\n  also: {'.'.join(map(str, p['loc']))}: {_describe(p)}"
+                           for p in problems[1:MAX_PROBLEMS_SHOWN])
+        if len(problems) > MAX_PROBLEMS_SHOWN:
+            message += f"\n  and {len(problems) - MAX_PROBLEMS_SHOWN} more"
         raise UserError(message, file=file, key=key) from None
 
 
@@ -286,47 +305,59 @@ def recipe_file(recipes_dir: Path, name: str) -> Path:
                     expected=f"one of: {', '.join(recipe_names(recipes_dir)) or '(none)'}")
 
 
-def check_yaml_syntax(path: Path, shown_as: str) -> dict:
-    """Report YAML syntax errors with their line before Hydra hides them in a stack."""
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as err:
-        raise UserError(f"cannot read the recipe: {err}", file=shown_as, expected="a UTF-8 YAML file") from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise UserError(f"{where}invalid YAML: {getattr(err, 'problem', None) or err}",
-                        file=shown_as) from None
-    if not isinstance(data, dict):
-        raise UserError("a recipe must be a mapping of keys", file=shown_as,
-                        expected="`tfbuild: 1`, `model:`, `targets:` ...")
-    return data
-
-
 def compose(recipes_dir: Path, name: str, overrides: list[str], shown_as: str) -> dict:
-    """Compose one recipe with Hydra (defaults lists, key=value / +key=value / ~key overrides)."""
+    """Compose one recipe with Hydra (defaults lists, key=value / +key=value / ~key overrides).
+
+    Every file Hydra will read is checked first (recipe_yaml), and whatever Hydra or OmegaConf
+    still raise while composing is the recipe's or an override's fault, reported as such.
+    """
+    from tfbuild import recipe_yaml  # PyYAML and the checks: only when the composition cache misses
+
     path = recipe_file(recipes_dir, name)
-    written = check_yaml_syntax(path, shown_as)
+    written = recipe_yaml.read_recipe(path, shown_as)
+    pieces = recipe_yaml.check_pieces(recipes_dir, written, overrides)
+    for override in overrides:
+        recipe_yaml.check_override(override, shown_as)
     from hydra import compose as hydra_compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
-    from hydra.errors import HydraException
     from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
 
     GlobalHydra.instance().clear()
     try:
-        with initialize_config_dir(config_dir=str(recipes_dir.resolve()), version_base=None):
+        with warnings.catch_warnings(), \
+                initialize_config_dir(config_dir=str(recipes_dir.resolve()), version_base=None):
+            # Hydra's upgrade notes (a defaults list without `_self_` applies the recipe's own
+            # keys last, which is what a recipe means) are not the user's business.
+            warnings.simplefilter("ignore", UserWarning)
             base = OmegaConf.to_container(hydra_compose(config_name=path.name), resolve=False) if overrides else {}
             cfg = hydra_compose(config_name=path.name, overrides=[_forced(o, base) for o in overrides])
-        # Through JSON, as the composition cache stores it: a recipe means the same either way.
-        composed = json.loads(json.dumps(OmegaConf.to_container(cfg, resolve=True)))
-    except (HydraException, OmegaConfBaseException, ValueError) as err:
-        raise _composition_error(err, overrides, shown_as) from None
+        recipe_yaml.check_interpolations(OmegaConf.to_container(cfg, resolve=False), pieces)
+        composed = OmegaConf.to_container(cfg, resolve=True)
+    except Exception as err:  # noqa: BLE001 - sorted into user errors and bugs just below
+        if not _raised_while_composing(err):
+            raise
+        raise _composition_error(err, overrides, pieces) from None
     finally:
         GlobalHydra.instance().clear()
-    return _in_written_order(composed, written)
+    # Through JSON, as the composition cache stores it: a recipe means the same either way.
+    return _in_written_order(json.loads(json.dumps(composed)), written.data)
+
+
+def _raised_while_composing(err: Exception) -> bool:
+    """Hydra and OmegaConf only ever see checked files, so what they raise (an assertion, a
+    recursion, a KeyError as much as their own exceptions) comes from the recipe or an
+    override; an exception that did not pass through them is a bug of ours."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    if isinstance(err, (HydraException, OmegaConfBaseException)):
+        return True
+    tb = err.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_globals.get("__name__", "").split(".", 1)[0] in COMPOSING_PACKAGES:
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def _in_written_order(composed: dict, written: dict) -> dict:
@@ -378,16 +409,26 @@ def schema_knows(path: list[str], base: dict | None, model: type[BaseModel] = Re
     return len(path) == 1
 
 
-def _composition_error(err: Exception, overrides: list[str], shown_as: str) -> UserError:
+def _composition_error(err: Exception, overrides: list[str], pieces: list[recipe_yaml.Piece]) -> UserError:
+    """What Hydra or OmegaConf raised, as one line at the file (and line) it comes from."""
+    while not str(err).strip() and err.__cause__ is not None:  # Hydra wraps with an empty message
+        err = err.__cause__
+    shown_as = pieces[0].file.shown
     lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
     text = "; ".join(lines[:2]) if lines else type(err).__name__
+    if isinstance(err, RecursionError):
+        text = "values that refer to each other without end (an interpolation loop?)"
     culprit = next((o for o in overrides if o.split("=", 1)[0].lstrip("+~") in str(err)), None)
     if culprit is None and "override" in str(err).lower() and overrides:
         culprit = overrides[0] if len(overrides) == 1 else None
     if culprit is not None:
+        text = text.replace(f"++{culprit}", culprit)  # as typed, not as _forced passed it on
         return UserError(f"bad override {culprit!r}: {text}", file=shown_as,
                          key=culprit.split("=", 1)[0].lstrip("+~"),
                          expected="key=value for an existing key, +key=value to add one, ~key to delete",
                          hint="overrides apply to every selected recipe: name the recipe, "
                               "e.g. tfbuild digits KEY=VALUE")
-    return UserError(f"cannot compose recipe: {text}", file=shown_as)
+    from tfbuild.recipe_yaml import locate
+
+    file, line = locate(pieces, getattr(err, "full_key", None))
+    return UserError(f"cannot compose recipe: {text}", file=file, line=line)

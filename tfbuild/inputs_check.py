@@ -1,0 +1,185 @@
+"""The files a recipe names, checked for being what they claim before any worker starts.
+
+A .keras that is a Git LFS pointer, an .npz that is a renamed CSV, a labels file in Latin-1:
+each would otherwise fail seconds later in a worker that has just imported TensorFlow. These
+checks read only what identifies a file (magic bytes, a zip's directory, each array's header,
+the labels' text), import no TensorFlow, and run only for targets about to be converted or
+rendered: a no-op build reads nothing more than it did.
+"""
+
+from __future__ import annotations
+
+import struct
+import zipfile
+import zlib
+from pathlib import Path
+
+from tfbuild.errors import UserError
+
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+HDF5_OFFSETS = (0, 512, 1024, 2048)  # the superblock may follow a user block of 512 * 2^n bytes
+LFS_POINTER = b"version https://git-lfs"
+# What reading a damaged file can raise: all of it is the file's fault, none of it a bug.
+UNREADABLE = (OSError, ValueError, EOFError, RuntimeError, NotImplementedError, zipfile.BadZipFile,
+              zlib.error, struct.error)
+
+
+def check_plans(project, plans) -> None:
+    """Check the inputs of each recipe with a target to convert (model, data, labels) or only
+    to render (labels)."""
+    actions: dict[str, tuple] = {}
+    for plan in plans:
+        loaded, seen = actions.get(plan.loaded.name, (plan.loaded, set()))
+        actions[plan.loaded.name] = (loaded, seen | {plan.action})
+    for loaded, seen in actions.values():
+        if "convert" in seen:
+            check_recipe(project, loaded)
+        elif "render" in seen:
+            check_labels(project, loaded)
+
+
+def check_recipe(project, loaded) -> None:
+    check_model(project, loaded)
+    check_data(project, loaded)
+    check_labels(project, loaded)
+
+
+def _existing(project, spec: str | None, *, allow_dir: bool = False) -> Path | None:
+    """The file (or folder) a spec names, or None where the planner reports it (missing,
+    unreadable, py:)."""
+    if spec is None or spec.startswith("py:"):
+        return None
+    path = project.root / spec
+    try:
+        return path if path.is_file() or (allow_dir and path.is_dir()) else None
+    except OSError:
+        return None
+
+
+def check_model(project, loaded) -> None:
+    spec = loaded.recipe.model.source
+    where = dict(file=loaded.file, key="model.source")
+    path = _existing(project, spec, allow_dir=True)
+    if path is None:
+        return
+    if path.is_dir():
+        if not (path / "saved_model.pb").is_file():
+            raise UserError("directory is not a SavedModel (no saved_model.pb)", **where)
+        return
+    if path.suffix == ".keras":
+        problem = _keras_problem(path)
+    elif path.suffix in (".h5", ".hdf5"):
+        problem = _hdf5_problem(path)
+    else:
+        raise UserError(f"unsupported model source {spec!r}", **where,
+                        expected=".keras, .h5, a SavedModel directory, or py:package.module:function")
+    if problem:
+        lfs = _head(path, len(LFS_POINTER)) == LFS_POINTER
+        raise UserError(f"not a readable {path.suffix} model: "
+                        f"{'a Git LFS pointer, not the model' if lfs else problem}", **where,
+                        hint="run `git lfs pull`" if lfs else "a Git LFS pointer? run `git lfs pull`")
+
+
+def _head(path: Path, size: int) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(size)
+    except OSError:
+        return b""
+
+
+def _keras_problem(path: Path) -> str | None:
+    """A .keras file is a zip archive holding config.json (only its directory is read)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except zipfile.BadZipFile:
+        return "not a zip archive"
+    except UNREADABLE as err:
+        return f"unreadable ({err})"
+    return None if "config.json" in names else "the archive has no config.json"
+
+
+def _hdf5_problem(path: Path) -> str | None:
+    head = _head(path, HDF5_OFFSETS[-1] + len(HDF5_MAGIC))
+    if any(head[at:at + len(HDF5_MAGIC)] == HDF5_MAGIC for at in HDF5_OFFSETS):
+        return None
+    return "not an HDF5 file"
+
+
+def check_data(project, loaded) -> None:
+    for key in ("calibration", "evaluation"):
+        spec = getattr(loaded.recipe.data, key)
+        path = _existing(project, spec)
+        if path is None:
+            continue
+        where = dict(file=loaded.file, key=f"data.{key}")
+        if path.suffix not in (".npz", ".npy"):  # the words data.load_arrays would use, earlier
+            raise UserError(f"unsupported data file {spec!r}", **where, expected=".npz, .npy or py:module:function")
+        problem = _npz_problem(path) if path.suffix == ".npz" else _npy_problem(path)
+        if problem:
+            raise UserError(f"cannot read {spec}: {problem}", **where,
+                            expected="a numpy .npz/.npy file without pickled objects")
+
+
+def _npz_problem(path: Path) -> str | None:
+    """Every member an array numpy can load without pickle; each header read, no data."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.namelist()
+            if not members:
+                return "it holds no arrays"
+            for name in members:
+                if not name.endswith(".npy"):
+                    return f"{name!r} is not a numpy array"
+                with archive.open(name) as member:
+                    problem = _array_header_problem(member)
+                if problem:
+                    return f"array {name[:-4]!r}: {problem}"
+    except zipfile.BadZipFile:
+        return "not a numpy .npz archive (not a zip archive)"
+    except UNREADABLE as err:
+        return f"not a numpy .npz archive ({err})"
+    return None
+
+
+def _npy_problem(path: Path) -> str | None:
+    try:
+        with open(path, "rb") as handle:
+            return _array_header_problem(handle)
+    except UNREADABLE as err:
+        return f"not a numpy .npy file ({err})"
+
+
+def _array_header_problem(handle) -> str | None:
+    from numpy.lib import format as npy
+
+    version = npy.read_magic(handle)
+    read_header = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+    shape, _, dtype = read_header(handle)
+    if dtype.hasobject:
+        return "it holds Python objects, which load only through pickle"
+    if not shape:
+        return "a scalar, not samples"
+    return None
+
+
+def check_labels(project, loaded) -> None:
+    mobile = loaded.recipe.mobile
+    path = _existing(project, mobile.labels if mobile else None)
+    if path is None:
+        return
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return  # the planner says why it cannot be read
+    where = dict(file=loaded.file, key="mobile.labels", expected="UTF-8 text, one class label per line")
+    if b"\0" in data:
+        line = data[:data.index(b"\0")].count(b"\n") + 1
+        raise UserError(f"{mobile.labels} is not text (a NUL byte on line {line})", **where)
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b"\n") + 1
+        raise UserError(f"{mobile.labels} is not UTF-8 (byte 0x{data[err.start]:02x} on line {line})",
+                        **where) from None
