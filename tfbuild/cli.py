@@ -22,7 +22,7 @@ from pathlib import Path
 from tfbuild import __version__
 from tfbuild.errors import UserError
 
-COMMANDS = ("build", "list", "status", "explain", "check", "clean", "schema", "report")
+COMMANDS = ("build", "list", "status", "explain", "check", "clean", "schema", "report", "cache")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="tfbuild",
         description="Build verified .tflite files and mobile loaders from Keras models, like make.",
         epilog="commands: build (default), list, status, explain TARGET, check, clean [TARGET], "
-               "schema, report. TARGET is recipe, recipe:target or a glob ('*:int8'); "
+               "schema, report, cache status|push [TARGET]. TARGET is recipe, recipe:target or a glob ('*:int8'); "
                "KEY=VALUE, +KEY=VALUE and ~KEY are Hydra overrides.")
     parser.add_argument("command", nargs="?", default="build", help=argparse.SUPPRESS)
     parser.add_argument("args", nargs="*", metavar="TARGET|OVERRIDE")
@@ -41,6 +41,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-B", "--always-make", action="store_true", help="rebuild the selected targets")
     parser.add_argument("-v", "--verbose", action="store_true", help="also list up-to-date targets")
     parser.add_argument("-o", "--output", metavar="FILE", help="report: where to write the HTML page")
+    parser.add_argument("--cache", metavar="URL", help="shared cache: s3://bucket/prefix, gs://..., "
+                        "file:///path or a folder (also TFBUILD_CACHE, or cache: in tfbuild.yaml)")
+    parser.add_argument("--cache-mode", choices=("read", "read-write"), help="read-write (default) pushes what is built")
+    parser.add_argument("--no-cache", action="store_true", help="do not use the shared cache in this run")
     parser.add_argument("--version", action="version", version=f"tfbuild {__version__}")
     return parser
 
@@ -65,9 +69,12 @@ def _positive(text: str) -> int:
 
 # Flags that only make sense for some commands; anywhere else they are a mistake, not ignored.
 FLAG_COMMANDS = {"jobs": ("build",), "keep_going": ("build",), "always_make": ("build",),
-                 "dry_run": ("build", "clean"), "output": ("report",)}
-FLAG_NAMES = {"jobs": "-j", "keep_going": "-k", "always_make": "-B", "dry_run": "-n", "output": "-o"}
-DEFAULTS = {"jobs": 1, "keep_going": False, "always_make": False, "dry_run": False, "output": None}
+                 "dry_run": ("build", "clean"), "output": ("report",), "cache": ("build", "cache"),
+                 "cache_mode": ("build", "cache"), "no_cache": ("build",)}
+FLAG_NAMES = {"jobs": "-j", "keep_going": "-k", "always_make": "-B", "dry_run": "-n", "output": "-o",
+              "cache": "--cache", "cache_mode": "--cache-mode", "no_cache": "--no-cache"}
+DEFAULTS = {"jobs": 1, "keep_going": False, "always_make": False, "dry_run": False, "output": None,
+            "cache": None, "cache_mode": None, "no_cache": False}
 
 
 def _check_flags(options) -> None:
@@ -125,7 +132,8 @@ def cmd_build(project, options) -> int:
         if everything:  # and input files that are not what they claim, before the warm worker
             for loaded, _ in selected:
                 inputs_check.check_recipe(project, loaded)
-        warm = _warm_worker(project) if everything else []
+        cache = _cache(project, options)
+        warm = _warm_worker(project) if everything and cache is None else []  # a cache may spare TF
         try:
             plans, state = _classified(project, patterns, overrides, options.always_make, selected)
             if not everything:
@@ -142,7 +150,9 @@ def cmd_build(project, options) -> int:
             from tfbuild.run import Builder, Options
 
             progress = Progress(len(plans), verbose=options.verbose)
-            builder = Builder(project, state, progress, Options(max(1, options.jobs), options.keep_going), warm)
+            remote = _remote(cache, progress)
+            builder = Builder(project, state, progress, Options(
+                max(1, options.jobs), options.keep_going, cache=remote, read_cache=not options.always_make), warm)
             try:
                 outcomes = builder.build(plans)
             finally:
@@ -159,6 +169,62 @@ def cmd_build(project, options) -> int:
 def _print_lock_repair(problem: str | None) -> None:
     if problem:
         print(f"tfbuild.lock {problem}: rewritten from the build state")
+
+
+def _cache(project, options):
+    from tfbuild.cache import configure
+
+    return configure(project.root, options.cache, options.cache_mode, getattr(options, "no_cache", False))
+
+
+def _remote(config, progress):
+    if config is None:
+        return None
+    from tfbuild.cache import RemoteCache
+
+    return RemoteCache(config, progress.warn)
+
+
+def cmd_cache(project, options) -> int:
+    """`cache status`: where each selected target's outputs are (local, remote, missing);
+    `cache push`: upload the selected targets that are built and verified here (for CI)."""
+    verb, *rest = options.args or ["status"]
+    if verb not in ("status", "push"):
+        raise UserError(f"unknown cache command {verb!r}", expected="tfbuild cache status|push [TARGET ...]")
+    config = _cache(project, options)
+    if config is None:
+        raise UserError("no cache configured", expected="--cache URL, TFBUILD_CACHE=URL, or cache: {url: ...} "
+                        "in tfbuild.yaml")
+    if verb == "push" and not config.writes:
+        raise UserError("cache mode is read: nothing may be pushed", key="--cache-mode", expected="read-write")
+    from tfbuild.cache import RemoteCache
+    from tfbuild.report import Progress
+
+    remote = RemoteCache(config, Progress(0).warn)
+    plans, state = _classified(project, *_split(rest))
+    counts = {"local": 0, "remote": 0, "missing": 0, "pushed": 0}
+    remote_bytes = 0
+    for plan in plans:
+        entry = state.get(plan.id) or {}
+        local = plan.action == "none" and entry.get("verdict") == "passed"
+        if verb == "push":
+            files = [Path(rel).name for rel in entry.get("outputs", {})]
+            pushed = local and remote.push(plan, plan.out_dir, files)
+            counts["pushed"] += bool(pushed)
+            print(f"{plan.id}: {'pushed' if pushed else 'not built and verified here: skipped' if not local else 'not pushed'}")
+            continue
+        found = remote.entry(plan)
+        remote_bytes += remote.size(found) if found else 0
+        where = [w for w, yes in (("local", local), ("remote", found is not None)) if yes] or ["missing"]
+        for w in where:
+            counts[w] += 1
+        print(f"{plan.id}: {' + '.join(where)}")
+    if verb == "push":
+        print(f"pushed {counts['pushed']} of {len(plans)} target(s) to {config.url}")
+        return 0 if not remote.off else 1
+    print(f"{config.url}: {counts['remote']} of {len(plans)} target(s) remote ({remote_bytes / 1024:.1f} KiB), "
+          f"{counts['local']} local, {counts['missing']} missing")
+    return 1 if remote.off else 0
 
 
 def _converts_everything(project, options) -> bool:

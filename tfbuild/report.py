@@ -12,7 +12,7 @@ import time
 
 from tfbuild.plan import REPORT_FILE
 
-STATUS_STYLE = {"built": "green", "rendered": "green", "up-to-date": "dim", "failed": "red",
+STATUS_STYLE = {"built": "green", "cached": "green", "rendered": "green", "up-to-date": "dim", "failed": "red",
                 "crashed": "red", "rejected": "red", "skipped": "yellow", "error": "red"}
 
 
@@ -71,6 +71,9 @@ class Progress:
                 self.line(f"    {message}", markup=False)
         for warning in outcome.warnings:
             self.line(f"    warning: {warning}", markup=False)
+
+    def warn(self, message: str) -> None:
+        self.line(f"warning: {message}", markup=False)
 
     def note(self, recipe: str, message: str) -> None:
         """Something true of a whole recipe (a fallback taken), said once."""
@@ -150,7 +153,7 @@ def print_summary(progress: Progress, outcomes, elapsed: float) -> None:
     counts: dict[str, int] = {}
     for outcome in outcomes:
         counts[outcome.status] = counts.get(outcome.status, 0) + 1
-    order = ("built", "rendered", "up-to-date", "rejected", "failed", "crashed", "error", "skipped")
+    order = ("built", "cached", "rendered", "up-to-date", "rejected", "failed", "crashed", "error", "skipped")
     summary = ", ".join(f"{counts[s]} {s}" for s in order if s in counts)
     progress.console.print(f"{summary} in {elapsed:.1f}s", highlight=False)
 

@@ -28,20 +28,22 @@ from tfbuild.state import BuildState
 @dataclass
 class Outcome:
     plan: TargetPlan
-    status: str  # built | rendered | up-to-date | failed | crashed | rejected | skipped | error
+    status: str  # built | cached | rendered | up-to-date | failed | crashed | rejected | skipped | error
     seconds: float = 0.0
     messages: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return self.status in ("built", "rendered", "up-to-date")
+        return self.status in ("built", "cached", "rendered", "up-to-date")
 
 
 @dataclass
 class Options:
     jobs: int = 1
     keep_going: bool = False
+    cache: object = None  # a cache.RemoteCache, or None
+    read_cache: bool = True  # -B rebuilds locally (and still pushes)
 
 
 @dataclass
@@ -82,6 +84,8 @@ class Builder:
                     self._finish(Outcome(plan, "rejected", messages=plan.reasons), new=False)
                 elif plan.action == "render":
                     self._render_only(plan)
+                elif self._from_cache(plan):
+                    continue
                 else:
                     jobs.setdefault(plan.loaded.name, Job(plan.loaded.name, [])).plans.append(plan)
             self._run_jobs(list(jobs.values()))
@@ -89,6 +93,21 @@ class Builder:
             release_warm(self.warm)
             _remove_staging(roots, self.run_id)
         return self.outcomes
+
+    def _from_cache(self, plan: TargetPlan) -> bool:
+        """A target someone built with the same key: downloaded, checked and promoted exactly
+        like a local build (no worker, no TensorFlow). False on a miss: build it here."""
+        cache = self.options.cache
+        if cache is None or not self.options.read_cache:
+            return False
+        started = time.perf_counter()
+        self.progress.phase(plan.loaded.name, plan.id, "looking up the cache")
+        names = cache.fetch(plan, self._stage(plan))
+        if names is None:
+            return False
+        result = {"files": names, "verdict": "passed", "failures": [], "warnings": []}
+        self._finish(self._land(plan, result, time.perf_counter() - started, status="cached"))
+        return True
 
     def _stage(self, plan: TargetPlan) -> Path:
         """Staging beside the destination (same filesystem, so renames are atomic), one per run
@@ -227,7 +246,7 @@ class Builder:
 
     # ------------------------------------------------------------ promotion
 
-    def _land(self, plan: TargetPlan, result: dict, seconds: float) -> Outcome:
+    def _land(self, plan: TargetPlan, result: dict, seconds: float, status: str = "built") -> Outcome:
         stage = self._stage(plan)
         if result["verdict"] == "rejected":
             kept = self.project.private_dir("rejected", plan.loaded.name, plan.name, empty=True)
@@ -249,7 +268,9 @@ class Builder:
             return Outcome(plan, "error", seconds, [err.render()])
         self.state.record(plan, verdict="passed", outputs=outputs, failures=[], loader_outputs=loader_outputs)
         self.state.save()
-        return Outcome(plan, "built", seconds, [], result["warnings"])
+        if status == "built" and self.options.cache is not None:
+            self.options.cache.push(plan, plan.out_dir, result["files"])
+        return Outcome(plan, status, seconds, [], result["warnings"])
 
     def _remove_stale(self, previous: dict[str, str], current: list[Path]) -> None:
         """Delete files an older build of this target made that this one did not (a renamed
