@@ -16,6 +16,7 @@ from pydantic import (BaseModel, ConfigDict, Field, StringConstraints, Validatio
                       model_validator)
 
 from tfbuild import RECIPE_SCHEMA_VERSION
+from tfbuild.codegen.versions import VERSIONS
 from tfbuild.errors import UserError
 
 NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
@@ -162,15 +163,20 @@ class AndroidSection(Strict):
 
 class IOSSection(Strict):
     class_name: str = Field(description="Name of the generated Swift class.")
-    delegates: list[Literal["coreml", "metal"]] = Field(default_factory=list, description="Optional delegates.")
+    api: Literal["compiled_model", "interpreter"] = Field("compiled_model", description=(
+        "compiled_model: LiteRT's CompiledModel API from its Swift package (github.com/google-ai-edge/"
+        f"LiteRT, from: \"{VERSIONS['litert_swift']}\"); interpreter: TensorFlowLiteSwift's Interpreter (CocoaPods)."))
+    delegates: list[Literal["coreml", "metal"]] = Field(default_factory=list, description=(
+        "TensorFlowLiteSwift delegates the loader offers (api: interpreter only; a CompiledModel "
+        "takes accelerators at run time)."))
 
-    @field_validator("class_name")
-    @classmethod
-    def _valid_class_name(cls, value: str) -> str:
-        from tfbuild import codegen
+    @model_validator(mode="after")
+    def _valid_names(self) -> "IOSSection":
+        from tfbuild.codegen import ios, validate_class_name
 
-        _codegen_check(codegen.validate_class_name, value, "mobile.ios.class_name")
-        return value
+        _codegen_check(validate_class_name, self.class_name, "mobile.ios.class_name")
+        _codegen_check(ios.check_delegates, self.delegates, self.api)
+        return self
 
 
 class MobileSection(Strict):
