@@ -30,7 +30,7 @@ import pytest
 
 from models import FACTORIES, dense_classifier, features
 from test_loaders_compile import Result, require, run
-from tfbuild.codegen import VERSIONS
+from tfbuild.codegen import VERSIONS, camel
 
 pytestmark = pytest.mark.slow
 
@@ -166,6 +166,7 @@ def mirror_configuration(swift: str, root: Path, repository: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def swiftpm(swift, litert_lib, tmp_path_factory) -> SwiftPM:
+    require("git", shutil.which("git"), "install git (SwiftPM resolves the LiteRT mirror with it)")
     root = tmp_path_factory.mktemp("swiftpm")
     config = mirror_configuration(swift, root, stand_in_repository(root))
     return SwiftPM(swift, config, root / "scratch", root / "cache", litert_lib)
@@ -220,19 +221,34 @@ def test_generated_package_passes_its_golden_test(swiftpm, packages, name):
     assert executed(result) == 1 + quantized, result.output
 
 
-def test_a_wrong_golden_value_fails_the_package_test(swiftpm, packages, tmp_path):
-    # The int8 package, with one expected output moved by ten quantization steps: the test must
-    # fail, naming the output, the sample, the index and both values.
-    output = signature(packages["ClfInt8"])["outputs"][0]
-    package = shutil.copytree(packages["ClfInt8"], tmp_path / "ios")
+def plant_wrong_golden_value(package: Path, output: dict) -> str:
+    """Move one expected output of sample 0 by ten quantization steps; return the failure line
+    the test must print (name, sample, index and the expected value)."""
     golden_file = package / "Tests" / "ClfInt8Tests" / "clfint8_t_golden.json"
     golden = json.loads(golden_file.read_text())
-    wrong = golden["dequantized"]["outputs"][output["name"]][0][2] + 10 * output["quantization"]["scale"]
-    golden["dequantized"]["outputs"][output["name"]][0][2] = wrong
+    values = golden["dequantized"]["outputs"][output["name"]][0]
+    values[2] += 10 * output["quantization"]["scale"]
     golden_file.write_text(json.dumps(golden))
+    return rf"output {re.escape(output['name'])}, sample 0, index 2: expected {re.escape(repr(values[2]))}, got \S+"
+
+
+def plant_wrong_scale(package: Path, output: dict) -> str:
+    """Double the loader's output scale, the slip no compiler sees: any element may fail."""
+    loader = package / "Sources" / "ClfInt8" / "ClfInt8.swift"
+    constant = f"public static let {camel(output['name'])}Scale: Float = "
+    text = loader.read_text()
+    scale = re.search(re.escape(constant) + r"(\S+)\n", text)[1]
+    loader.write_text(text.replace(constant + scale, f"{constant}2 * {scale}"))
+    return rf"output {re.escape(output['name'])}, sample \d+, index \d+: expected \S+, got \S+"
+
+
+@pytest.mark.parametrize("plant", [plant_wrong_golden_value, plant_wrong_scale],
+                         ids=["golden-value", "loader-scale"])
+def test_a_planted_error_fails_the_package_test(swiftpm, packages, tmp_path, plant):
+    # A copy of the int8 package with one thing wrong: `swift test` must fail, and say where.
+    output = signature(packages["ClfInt8"])["outputs"][0]
+    package = shutil.copytree(packages["ClfInt8"], tmp_path / "ios")
+    failure = plant(package, output)
     result = swiftpm.test(package)
     assert not result.ok, result.output
-    found = re.search(rf"output {re.escape(output['name'])}, sample 0, index 2: "
-                      r"expected (\S+), got (\S+)", result.output)
-    assert found, result.output
-    assert float(found[1]) == pytest.approx(wrong) and float(found[2]) != pytest.approx(wrong)
+    assert re.search(failure, result.output), result.output
