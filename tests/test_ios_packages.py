@@ -30,6 +30,7 @@ import pytest
 
 from models import FACTORIES, dense_classifier, features
 from test_loaders_compile import Result, require, run
+from test_loaders_compile import swiftc, xctest  # noqa: F401  (fixtures used below)
 from tfbuild.codegen import VERSIONS, camel
 
 pytestmark = pytest.mark.slow
@@ -165,7 +166,7 @@ def mirror_configuration(swift: str, root: Path, repository: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def swiftpm(swift, litert_lib, tmp_path_factory) -> SwiftPM:
+def swiftpm(swift, xctest, litert_lib, tmp_path_factory) -> SwiftPM:
     require("git", shutil.which("git"), "install git (SwiftPM resolves the LiteRT mirror with it)")
     root = tmp_path_factory.mktemp("swiftpm")
     config = mirror_configuration(swift, root, stand_in_repository(root))

@@ -297,6 +297,7 @@ class Rendered:
     kotlin_test: list[Path]
     swift_loaders: list[Path]
     swift_tests: list[Path]
+    swift_manifests: list[Path]
 
 
 def write_files(root: Path, files: dict[str, str]) -> list[Path]:
@@ -319,7 +320,8 @@ def render(cases: list[Case], root: Path, template_dirs: list[Path] | None = Non
         kotlin_main=[p for p, s in posix if s.endswith(".kt") and KOTLIN_MAIN in s],
         kotlin_test=[p for p, s in posix if s.endswith(".kt") and KOTLIN_TEST in s],
         swift_loaders=[p for p, s in posix if s.endswith(".swift") and "/ios/Sources/" in s],
-        swift_tests=[p for p, s in posix if s.endswith(".swift") and "/ios/Tests/" in s])
+        swift_tests=[p for p, s in posix if s.endswith(".swift") and "/ios/Tests/" in s],
+        swift_manifests=[p for p, s in posix if s.endswith("/ios/Package.swift")])
 
 
 @pytest.fixture(scope="module")
@@ -345,6 +347,7 @@ def test_the_spread_covers_what_it_claims(spread):
     assert len(spread.swift_loaders) == sum(c["ios"] is not None for c in ctxs)
     assert len(spread.swift_tests) == sum(c["ios"] is not None and c["golden"] is not None
                                           for c in ctxs)
+    assert len(spread.swift_manifests) == len(spread.swift_loaders)
 
 
 # ------------------------------------------------------------------------------ Kotlin
@@ -395,6 +398,19 @@ def test_swift_xctests_typecheck(swiftc, xctest, swift_api, spread, swift_loader
     sources = [*spread.swift_tests, *([SWIFTPM_ACCESSOR] if swiftpm else [])]
     result = swift_typecheck(swiftc, [modules, *swift_api], sources, version, flags)
     result.check(f"the generated XCTests (Tests, {layout} layout, Swift {version} mode)")
+
+
+def test_swift_package_manifests_typecheck(swiftc, spread):
+    # Package.swift is Swift against SwiftPM's PackageDescription module; test_ios_packages
+    # builds the compiled_model ones for real, this checks every one (interpreter included).
+    manifest_api = require("SwiftPM's PackageDescription module", next(
+        (d for d in (Path(swiftc).resolve().parents[1] / "lib" / "swift" / "pm" / "ManifestAPI",)
+         if (d / "PackageDescription.swiftmodule").exists()), None),
+        f"no lib/swift/pm/ManifestAPI next to {swiftc} (install a full Swift toolchain)")
+    errors = [run([swiftc, "-typecheck", "-swift-version", "5", "-package-description-version",
+                   "5.9", "-I", manifest_api, manifest]) for manifest in spread.swift_manifests]
+    Result(all(e.ok for e in errors), "\n".join(e.output for e in errors if not e.ok)).check(
+        "the generated Package.swift manifests")
 
 
 # ------------------------------------------------------------------------------ the harness

@@ -97,6 +97,16 @@ def test_int8_edges_with_an_ios_interpreter_loader_are_refused_before_converting
     assert result.code == 0, result.text
 
 
+def test_ios_delegates_without_the_interpreter_api_are_refused(proj):
+    # Delegates are TensorFlowLiteSwift's; the default CompiledModel loader would ignore them.
+    proj.recipe("m", GOOD + "mobile:\n  ios: {class_name: Model, delegates: [metal]}\n")
+    assert_user_error(proj.run("-n"), "recipes/m.yaml: mobile.ios", "belong to api: interpreter",
+                      "mobile.ios.api: interpreter")
+    proj.recipe("m", GOOD + "mobile:\n  ios: {class_name: Model, api: interpreter, delegates: [metal]}\n")
+    result = proj.run("-n")
+    assert result.code == 0, result.text
+
+
 def test_output_cannot_escape_build_dir(proj):
     proj.recipe("m", GOOD.replace("  fp32: {}", "  fp32: {output: ../../evil.tflite}"))
     assert_user_error(proj.run("-n"), "targets.fp32.output")

@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tfbuild.codegen import android, ios
-from tfbuild.codegen.names import (  # noqa: F401  (the public helpers, re-exported)
+from tfbuild.codegen.names import (
     FILTERS, JAVA_KEYWORDS, KOTLIN_HARD_KEYWORDS, RESERVED_CAMEL, RESERVED_TYPES, SWIFT_KEYWORDS,
     camel, comment_text, float_literal, identifier_words, int_list, kotlin_float, kotlin_string,
     markdown_code, pascal, safe_filename, screaming, swift_string, unique_words,
@@ -26,6 +26,16 @@ from tfbuild.codegen.names import (  # noqa: F401  (the public helpers, re-expor
 from tfbuild.codegen.versions import VERSIONS
 from tfbuild.codegen.view import CTX_KEYS, DTYPES, GOLDEN, MODEL, golden_json, require, tensors
 from tfbuild.errors import UserError
+
+# The public surface: rendering, plus the helpers recipes, tests and templates rely on.
+__all__ = [
+    "render_loaders", "model_copies", "build_view", "template_files", "builtin_template_dir",
+    "golden_json", "VERSIONS", "DTYPES", "FILTERS", "PLATFORMS", "ANDROID_APIS", "IOS_APIS",
+    "IOS_DELEGATES", "JAVA_KEYWORDS", "KOTLIN_HARD_KEYWORDS", "RESERVED_CAMEL", "RESERVED_TYPES",
+    "SWIFT_KEYWORDS", "camel", "comment_text", "float_literal", "identifier_words", "int_list",
+    "kotlin_float", "kotlin_string", "markdown_code", "pascal", "safe_filename", "screaming",
+    "swift_string", "unique_words", "validate_class_name", "validate_package", "words",
+]
 
 PLATFORMS = (android, ios)
 ANDROID_APIS = android.APIS

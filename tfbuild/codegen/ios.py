@@ -40,7 +40,9 @@ def check_delegates(delegates: list[str], api: str) -> list[str]:
                         expected=f"a subset of {list(DELEGATES)}")
     if delegates and api != "interpreter":
         raise UserError(f"iOS delegates {delegates} belong to api: interpreter (TensorFlowLiteSwift)",
-                        key="mobile.ios.delegates", expected="no delegates with api: compiled_model",
+                        key="mobile.ios.delegates",
+                        expected="mobile.ios.api: interpreter, or no delegates (api: compiled_model "
+                                 "takes accelerators such as [.gpu, .cpu] at run time)",
                         hint="drop mobile.ios.delegates and pass accelerators: [.gpu, .cpu] to the "
                              "loader, or set mobile.ios.api: interpreter")
     return delegates

@@ -20,7 +20,7 @@ from tfbuild.errors import UserError
 GOLDEN = ":golden"  # the golden vectors, golden_json()
 MODEL = ":model"    # a copy of the built model file
 
-# Per dtype: Kotlin array type, LiteRT TensorBuffer suffix (None: unsupported by CompiledModel),
+# Per dtype: Kotlin array type, LiteRT Kotlin TensorBuffer suffix (None: the Kotlin API has none),
 # Swift parameter type, Swift element type (None: passed as raw bytes), quantizable, integer range.
 DTYPES = {
     "float32": {"kt": "FloatArray", "litert": "Float", "swift": "[Float]", "swift_elem": "Float",
