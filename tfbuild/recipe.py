@@ -170,11 +170,18 @@ class IOSSection(Strict):
         "TensorFlowLiteSwift delegates the loader offers (api: interpreter only; a CompiledModel "
         "takes accelerators at run time)."))
 
-    @model_validator(mode="after")
-    def _valid_names(self) -> "IOSSection":
-        from tfbuild.codegen import ios, validate_class_name
+    @field_validator("class_name")
+    @classmethod
+    def _valid_class_name(cls, value: str) -> str:
+        from tfbuild import codegen
 
-        _codegen_check(validate_class_name, self.class_name, "mobile.ios.class_name")
+        _codegen_check(codegen.validate_class_name, value, "mobile.ios.class_name")
+        return value
+
+    @model_validator(mode="after")
+    def _delegates_match_api(self) -> "IOSSection":
+        from tfbuild.codegen import ios
+
         _codegen_check(ios.check_delegates, self.delegates, self.api)
         return self
 
