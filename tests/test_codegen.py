@@ -8,6 +8,7 @@ import json
 import math
 import re
 
+import numpy as np
 import pytest
 import tree_sitter_kotlin
 import tree_sitter_swift
@@ -24,6 +25,7 @@ KT_MAIN = "android/src/main/kotlin/com/example/digits/DigitsClassifier.kt"
 KT_TEST = "android/src/androidTest/kotlin/com/example/digits/DigitsClassifierTest.kt"
 SW_MAIN = "ios/Sources/DigitsClassifier/DigitsClassifier.swift"
 SW_TEST = "ios/Tests/DigitsClassifierTests/DigitsClassifierTests.swift"
+SW_PACKAGE = "ios/Package.swift"
 
 ADVERSARIAL = ['in"put; System.exit(0)', "class", "$x", "\\(evil)", "*/ evil /*", "",
                "0abc", "line\nbreak", "évil😀"]
@@ -37,14 +39,16 @@ def tensor(name, shape, dtype="float32", quant=None, signature=None):
 
 
 def make_ctx(inputs, outputs, *, api="compiled_model", labels=None, golden=True, **extra):
-    """A ctx as the build produces it, with golden samples matching the tensors' shapes."""
+    """A ctx as the build produces it, with golden samples matching the tensors' shapes; `api`
+    is both platforms' (the iOS interpreter loader gets both delegates)."""
+    delegates = ["coreml", "metal"] if api == "interpreter" else []
     ctx = {
         "recipe": "digits", "target": "int8", "model_file": "model.tflite",
         "model_sha256": "ab12" * 16, "tfbuild_version": "0.1.0",
         "signature_key": "serving_default", "inputs": inputs, "outputs": outputs,
         "uses_flex": False, "labels": labels,
         "android": {"package": "com.example.digits", "class_name": "DigitsClassifier", "api": api},
-        "ios": {"class_name": "DigitsClassifier", "delegates": ["coreml", "metal"]},
+        "ios": {"class_name": "DigitsClassifier", "api": api, "delegates": delegates},
         "golden": None,
     }
     if golden:
@@ -190,8 +194,10 @@ def test_single_float_input(api):
     ctx = make_ctx([tensor("image", [1, 8, 8, 1])], [tensor("probs", [1, 10])], api=api)
     files = render_loaders(ctx)
     assert set(files) == {KT_MAIN, KT_TEST, "android/src/androidTest/assets/digits_int8_golden.json",
-                          "android/README.md", SW_MAIN, SW_TEST,
+                          "android/README.md", SW_MAIN, SW_TEST, SW_PACKAGE,
                           "ios/Tests/DigitsClassifierTests/digits_int8_golden.json", "ios/README.md"}
+    # The model itself is copied beside the golden vectors, a resource of the test target.
+    assert codegen.model_copies(ctx) == ["ios/Tests/DigitsClassifierTests/model.tflite"]
     assert_all_parse(files)
     kt, sw = files[KT_MAIN], files[SW_MAIN]
     assert "fun run(\n        image: FloatArray,\n    ): Outputs" in kt
@@ -206,6 +212,7 @@ def test_single_float_input(api):
               f"{'ab12' * 16}. Do not edit.")
     for path in (KT_MAIN, KT_TEST, SW_MAIN, SW_TEST):
         assert files[path].startswith(header + "\n")
+    assert files[SW_PACKAGE].startswith("// swift-tools-version: 5.9\n" + header + "\n")
 
 
 def test_int8_io_embeds_exact_scale_and_zero_point():
@@ -231,8 +238,12 @@ def test_int8_io_embeds_exact_scale_and_zero_point():
     assert "((values[i].toInt() and 0xFF) - PROBS_ZERO_POINT) * PROBS_SCALE" in kt
     assert "IMAGE_ZERO_POINT, -128, 127).toByte()" in kt and "PROBS_ZERO_POINT, 0, 255)" in kt
     assert "Int(Int8(bitPattern: value)) - DigitsClassifier.imageZeroPoint" in sw
-    # The golden test allows one quantization step on quantized outputs.
+    # The golden test allows one quantization step on quantized outputs; the Swift test compares
+    # them as real values: the loader's dequantized output against the model's (golden JSON).
     assert "unsignedBytes(result.probs),\n                    1.0," in files[KT_TEST]
+    assert "DigitsClassifierTests.doubles(DigitsClassifier.dequantizeProbs(result.probs))" in files[SW_TEST]
+    assert "atol: 1e-05 * DigitsClassifierTests.quantizedSteps" in files[SW_TEST]
+    assert "model.predictFloat(" in files[SW_TEST]
 
 
 def test_multiple_inputs_and_outputs_keep_signature_order_and_types():
@@ -279,11 +290,13 @@ def test_dynamic_dims_resize_where_the_api_can():
     assert "require(image.size == IMAGE_ELEMENT_COUNT)" not in kt
     assert "guard scale.count == DigitsClassifier.scaleElementCount" in sw
 
-    # CompiledModel cannot resize: the converted shape is enforced exactly instead.
-    compiled = render_loaders(dict(ctx, android=dict(ctx["android"], api="compiled_model")))
+    # The CompiledModel loaders do not resize: the converted shape is enforced exactly instead.
+    compiled = render_loaders(make_ctx(ctx["inputs"], ctx["outputs"], api="compiled_model"))
     assert_all_parse(compiled)
     assert "require(image.size == IMAGE_ELEMENT_COUNT)" in compiled[KT_MAIN]
     assert "resize" not in compiled[KT_MAIN].replace("cannot resize", "")
+    assert "guard image.count == DigitsClassifier.imageElementCount" in compiled[SW_MAIN]
+    assert "resize" not in compiled[SW_MAIN].lower()
 
     # Without dynamic inputs, no resize machinery is generated at all.
     static = render_loaders(make_ctx([tensor("scale", [1])], [tensor("p", [1])], api="interpreter"))
@@ -387,19 +400,54 @@ def test_android_apis_and_dependencies():
     assert 'implementation("org.tensorflow:tensorflow-lite:2.16.1")' in interp["android/README.md"]
     for readme in (compiled["android/README.md"], interp["android/README.md"]):
         assert "tensorflow-lite-select-tf-ops" in readme and "androidx.test.ext:junit" in readme
-    assert "pod 'TensorFlowLiteSelectTfOps'" in compiled["ios/README.md"]
-    assert ":subspecs => ['CoreML', 'Metal']" in compiled["ios/README.md"]
-    no_flex = render_loaders(dict(ctx, uses_flex=False, ios={"class_name": "DigitsClassifier"}))
+    no_flex = render_loaders(dict(ctx, uses_flex=False))
     assert "select-tf-ops" not in no_flex["android/README.md"]
+
+
+def test_ios_apis_packages_and_dependencies():
+    ctx = make_ctx([tensor("image", [1, 4])], [tensor("probs", [1, 2])], uses_flex=True, api="interpreter")
+    interp = render_loaders(ctx)
+    compiled = render_loaders(make_ctx(ctx["inputs"], ctx["outputs"], uses_flex=True))
+    assert_all_parse(compiled)
+    assert_all_parse(interp)
+    # compiled_model (the default): LiteRT's Swift package, a SwiftPM dependency of the package.
+    assert "import LiteRT\n" in compiled[SW_MAIN] and "TensorFlowLite" not in compiled[SW_MAIN]
+    assert "try self.model.run(inputs: self.inputBuffers, outputs: self.outputBuffers" in compiled[SW_MAIN]
+    manifest = compiled[SW_PACKAGE]
+    assert '.package(url: "https://github.com/google-ai-edge/LiteRT", from: "2.2.0")' in manifest
+    assert '.product(name: "LiteRT", package: "LiteRT")' in manifest
+    assert '.copy("digits_int8_golden.json"), .copy("model.tflite")' in manifest
+    assert "from: \"2.2.0\")" in compiled["ios/README.md"] and "pod '" not in compiled["ios/README.md"]
+    assert "ships no Flex" in compiled["ios/README.md"]
+    # interpreter: TensorFlowLiteSwift from CocoaPods; the manifest declares no dependency.
+    assert "import TensorFlowLite\n" in interp[SW_MAIN] and "CoreMLDelegate()" in interp[SW_MAIN]
+    assert "MetalDelegate()" in interp[SW_MAIN] and "dependencies: [.product" not in interp[SW_PACKAGE]
+    assert "CocoaPod only" in interp[SW_PACKAGE] and "LiteRT" not in interp[SW_PACKAGE]
+    assert "pod 'TensorFlowLiteSelectTfOps'" in interp["ios/README.md"]
+    assert ":subspecs => ['CoreML', 'Metal']" in interp["ios/README.md"]
+    no_flex = render_loaders(dict(ctx, uses_flex=False, ios=dict(ctx["ios"], delegates=[])))
     assert "SelectTfOps" not in no_flex["ios/README.md"] and "subspecs" not in no_flex["ios/README.md"]
     assert "Accelerator" not in no_flex[SW_MAIN] and "CoreMLDelegate" not in no_flex[SW_MAIN]
-    assert "CoreMLDelegate()" in compiled[SW_MAIN] and "MetalDelegate()" in compiled[SW_MAIN]
+    for files in (compiled, interp):
+        assert files[SW_PACKAGE].count(".testTarget(") == 1
+    bare = make_ctx(ctx["inputs"], ctx["outputs"], golden=False)
+    assert ".testTarget(" not in render_loaders(bare)[SW_PACKAGE] and codegen.model_copies(bare) == []
+
+
+def test_ios_delegates_belong_to_the_interpreter_api():
+    base = make_ctx([tensor("x", [1])], [tensor("y", [1])])
+    with pytest.raises(UserError) as err:
+        render_loaders(dict(base, ios={"class_name": "A", "api": "compiled_model", "delegates": ["metal"]}))
+    assert err.value.key == "mobile.ios.delegates" and "api: interpreter" in err.value.hint
+    with pytest.raises(UserError) as err:
+        render_loaders(dict(base, ios={"class_name": "A", "api": "coreml", "delegates": []}))
+    assert err.value.key == "mobile.ios.api"
 
 
 def test_platforms_and_golden_are_optional():
     ctx = make_ctx([tensor("x", [1])], [tensor("y", [1])], golden=False)
     assert set(render_loaders(dict(ctx, ios=None))) == {KT_MAIN, "android/README.md"}
-    assert set(render_loaders(dict(ctx, android=None))) == {SW_MAIN, "ios/README.md"}
+    assert set(render_loaders(dict(ctx, android=None))) == {SW_MAIN, SW_PACKAGE, "ios/README.md"}
     assert render_loaders(dict(ctx, android=None, ios=None)) == {}
 
 
@@ -408,7 +456,22 @@ def test_golden_json_is_flat_and_json_safe():
     ctx["golden"]["outputs"]["y"] = [[[float("nan"), float("inf")]], [[-float("inf"), 0.5]]]
     golden = json.loads(render_loaders(ctx)["ios/Tests/DigitsClassifierTests/digits_int8_golden.json"])
     assert golden == {"count": 2, "inputs": {"x": [[0, 1], [0, 1]]},
-                      "outputs": {"y": [["NaN", "Infinity"], ["-Infinity", 0.5]]}}
+                      "outputs": {"y": [["NaN", "Infinity"], ["-Infinity", 0.5]]},
+                      "dequantized": {"inputs": {}, "outputs": {}}}
+
+
+def test_golden_json_carries_the_real_values_of_quantized_tensors():
+    # (q - zero_point) * scale in float32, as the generated dequantize helpers compute it.
+    q = {"scale": 0.1, "zero_point": -128}
+    ctx = make_ctx([tensor("x", [1, 2], "int8", q)], [tensor("y", [1, 3], "uint8", {"scale": 0.5, "zero_point": 2})])
+    ctx["golden"]["inputs"]["x"] = [[[-128, 127]], [[0, -1]]]
+    ctx["golden"]["outputs"]["y"] = [[[0, 2, 255]], [[1, 1, 1]]]
+    golden = json.loads(render_loaders(ctx)["ios/Tests/DigitsClassifierTests/digits_int8_golden.json"])
+    f32 = np.float32
+    assert golden["dequantized"]["inputs"]["x"] == [[0.0, float(f32(255) * f32(0.1))],
+                                                    [float(f32(128) * f32(0.1)), float(f32(127) * f32(0.1))]]
+    assert golden["dequantized"]["outputs"]["y"] == [[-1.0, 0.0, 126.5], [-0.5, -0.5, -0.5]]
+    assert golden["inputs"]["x"] == [[-128, 127], [0, -1]]
 
 
 def test_render_is_pure(tmp_path, monkeypatch):
@@ -441,7 +504,8 @@ def test_unsupported_dtypes_raise_user_error():
     with pytest.raises(UserError):
         render_loaders(make_ctx([tensor("x", [1], "float16")], [tensor("y", [1])]))
     with pytest.raises(UserError) as err:
-        render_loaders(dict(base, android=None, ios={"class_name": "A", "delegates": ["gpu"]}))
+        render_loaders(dict(base, android=None, ios={"class_name": "A", "api": "interpreter",
+                                                     "delegates": ["gpu"]}))
     assert err.value.key == "mobile.ios.delegates"
 
 
@@ -466,9 +530,19 @@ def test_override_dir_wins_and_is_listed_first(tmp_path):
     assert listed[1:] == builtin
     names = {p.relative_to(codegen.builtin_template_dir()).as_posix() for p in builtin}
     for name in ("android/compiled_model/Loader.kt.j2", "android/interpreter/Loader.kt.j2",
-                 "android/LoaderTest.kt.j2", "android/README.md.j2", "ios/Loader.swift.j2",
+                 "android/LoaderTest.kt.j2", "android/README.md.j2", "ios/compiled_model/Loader.swift.j2",
+                 "ios/interpreter/Loader.swift.j2", "ios/_shared.swift.j2", "ios/Package.swift.j2",
                  "ios/LoaderTests.swift.j2", "ios/README.md.j2", "_header.j2"):
         assert name in names
+
+
+def test_an_override_under_a_renamed_template_name_is_refused(tmp_path):
+    # ios/Loader.swift.j2 became one template per API: an old override would silently stop applying.
+    (tmp_path / "ios").mkdir()
+    (tmp_path / "ios" / "Loader.swift.j2").write_text("// custom\n")
+    with pytest.raises(UserError) as err:
+        render_loaders(make_ctx([tensor("x", [1])], [tensor("y", [1])]), [tmp_path])
+    assert err.value.key == "mobile.templates" and "ios/compiled_model/Loader.swift.j2" in err.value.expected
 
 
 def test_ctx_is_not_mutated():

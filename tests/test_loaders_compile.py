@@ -7,8 +7,10 @@ generated build files name (each stub's header says which), so no SDK and no net
 
 The models below are a spread of what real builds produce (report.json signatures): every
 supported dtype, quantized and plain, several inputs and outputs, dynamic and scalar tensors,
-labels or none, both Android APIs, hostile tensor names. The stubs are compiled once per
-session. Kotlin gets one kotlinc call per kind (all loaders, then all instrumented tests); Swift
+labels or none, both Android and both iOS APIs, hostile tensor names. The stubs are compiled once
+per session; LiteRT's Swift API is tests/fixtures/litert_swift, the stand-in that
+test_ios_packages also runs, so the loaders are type-checked against the very declarations
+they run against. Kotlin gets one kotlinc call per kind (all loaders, then all instrumented tests); Swift
 one swiftc call per loader, because each loader is the module its XCTest imports and a Swift
 module is one compiler invocation (a fraction of a second each), then one call for all XCTests.
 
@@ -30,6 +32,7 @@ from test_codegen import adversarial_ctx, make_ctx, tensor
 from tfbuild.codegen import builtin_template_dir, render_loaders
 
 API = Path(__file__).resolve().parent / "fixtures" / "api"
+LITERT_SWIFT = Path(__file__).resolve().parent / "fixtures" / "litert_swift" / "Sources"
 SWIFTPM_ACCESSOR = API / "swift" / "SwiftPM" / "resource_bundle_accessor.swift"
 KOTLIN_MAIN = "/src/main/kotlin/"
 KOTLIN_TEST = "/src/androidTest/kotlin/"
@@ -37,7 +40,8 @@ KOTLIN_TEST = "/src/androidTest/kotlin/"
 KOTLIN_FLAGS = ["-no-stdlib", "-no-reflect", "-jvm-target", "1.8", "-Xjdk-release=1.8",
                 "-Werror"]
 SWIFT_FLAGS = ["-parse-as-library", "-warnings-as-errors"]
-# The pod builds TensorFlowLite in Swift 5 mode; an app's own code (the loader) may use either.
+# The pod builds TensorFlowLite, and LiteRT's package (tools 5.9) LiteRT, in Swift 5 mode; an
+# app's own code (the loader) may use either.
 SWIFT_API_VERSION = "5"
 SWIFT_APP_VERSIONS = ["5", "6"]
 
@@ -150,15 +154,17 @@ def android_api(kotlin: Kotlin, tmp_path_factory) -> list[Path]:
 
 @pytest.fixture(scope="session")
 def swift_api(swiftc: str, tmp_path_factory) -> list[Path]:
-    """Include dirs holding the TensorFlowLite stub module (and its C module, TensorFlowLiteC)."""
+    """Include dirs holding the TensorFlowLite stub module and LiteRT's (the stand-in's), with
+    the C modules they import (TensorFlowLiteC, CLiteRT)."""
     out = tmp_path_factory.mktemp("swift-api")
-    c_module = API / "swift" / "TensorFlowLiteC"
-    result = run([swiftc, "-emit-module", "-module-name", "TensorFlowLite", *SWIFT_FLAGS,
-                  "-swift-version", SWIFT_API_VERSION, *includes([c_module]),
-                  "-emit-module-path", out / "TensorFlowLite.swiftmodule",
-                  *sorted((API / "swift" / "TensorFlowLite").glob("*.swift"))])
-    result.check("the TensorFlowLite Swift stubs")
-    return [out, c_module]
+    modules = [("TensorFlowLite", API / "swift" / "TensorFlowLiteC", API / "swift" / "TensorFlowLite"),
+               ("LiteRT", LITERT_SWIFT / "CLiteRT", LITERT_SWIFT / "LiteRT")]
+    for name, c_module, sources in modules:
+        result = run([swiftc, "-emit-module", "-module-name", name, *SWIFT_FLAGS,
+                      "-swift-version", SWIFT_API_VERSION, *includes([c_module]),
+                      "-emit-module-path", out / f"{name}.swiftmodule", *sorted(sources.glob("*.swift"))])
+        result.check(f"the {name} Swift API")
+    return [out, *(c_module for _, c_module, _ in modules)]
 
 
 def includes(paths: list[Path]) -> list[str | Path]:
@@ -204,6 +210,7 @@ class Model:
     outputs: list
     labels: list | None = None
     apis: tuple = ("compiled_model", "interpreter")
+    ios_apis: tuple = ("compiled_model", "interpreter")
     delegates: tuple = ()
     golden: bool = True
 
@@ -232,7 +239,7 @@ MODELS = [
            tensor("boxes", [1, 5, 4])], ["cat", "dog", "bird", "fish", "frog"]),
     Model("Audio16x8", [tensor("waveform", [1, 160], "int16", Q_INT16)],
           [tensor("spectrum", [1, 40], "int16", Q_INT16), tensor("energy", [1])],
-          apis=("interpreter",)),
+          apis=("interpreter",)),  # LiteRT's Kotlin TensorBuffer has no int16; its Swift one has
     Model("Bare", [tensor("x", [1, 2])], [tensor("y", [1, 2])], golden=False),
 ]
 
@@ -244,28 +251,38 @@ class Case:
     ctx: dict
 
 
+# Each Swift loader is a module named after its class: the two iOS APIs need two names.
+IOS_CLASS_SUFFIX = {"compiled_model": "", "interpreter": "Classic"}
+
+
+def ios_settings(name: str, api: str, delegates: tuple = ()) -> dict:
+    """mobile.ios for one API; delegates are TensorFlowLiteSwift's, so interpreter only."""
+    return {"class_name": name + IOS_CLASS_SUFFIX[api], "api": api,
+            "delegates": list(delegates) if api == "interpreter" else []}
+
+
 def model_cases(model: Model) -> list[Case]:
-    """One case per Android API; the Swift loader (API-independent) is rendered with the first."""
+    """One case per API, each platform with that API where the model supports it."""
     cases = []
-    for index, api in enumerate(model.apis):
-        ios = None if index else {"class_name": model.name, "delegates": list(model.delegates)}
+    for api in ("compiled_model", "interpreter"):
         android = {"package": f"com.example.{model.name.lower()}.{api.replace('_', '')}",
-                   "class_name": model.name, "api": api}
-        ctx = make_ctx(model.inputs, model.outputs, api=api, labels=model.labels,
-                       golden=model.golden, android=android, ios=ios)
-        cases.append(Case(f"{model.name}-{api}", ctx))
+                   "class_name": model.name, "api": api} if api in model.apis else None
+        ios = ios_settings(model.name, api, model.delegates) if api in model.ios_apis else None
+        if android or ios:
+            ctx = make_ctx(model.inputs, model.outputs, api=api, labels=model.labels,
+                           golden=model.golden, android=android, ios=ios)
+            cases.append(Case(f"{model.name}-{api}", ctx))
     return cases
 
 
 def adversarial_cases() -> list[Case]:
     """test_codegen's hostile names (keywords, `$`, `\\(`, comment breakers, empty names)."""
     cases = []
-    for api, ios in (("compiled_model", {"class_name": "Hostile", "delegates": ["coreml"]}),
-                     ("interpreter", None)):
+    for api in ("compiled_model", "interpreter"):
         ctx = adversarial_ctx(api)
         ctx["android"] = {"package": f"com.example.hostile.{api.replace('_', '')}",
                           "class_name": "Hostile", "api": api}
-        ctx["ios"] = ios
+        ctx["ios"] = ios_settings("Hostile", api, ("coreml",))
         cases.append(Case(f"Hostile-{api}", ctx))
     return cases
 
@@ -280,6 +297,7 @@ class Rendered:
     kotlin_test: list[Path]
     swift_loaders: list[Path]
     swift_tests: list[Path]
+    swift_manifests: list[Path]
 
 
 def write_files(root: Path, files: dict[str, str]) -> list[Path]:
@@ -302,7 +320,8 @@ def render(cases: list[Case], root: Path, template_dirs: list[Path] | None = Non
         kotlin_main=[p for p, s in posix if s.endswith(".kt") and KOTLIN_MAIN in s],
         kotlin_test=[p for p, s in posix if s.endswith(".kt") and KOTLIN_TEST in s],
         swift_loaders=[p for p, s in posix if s.endswith(".swift") and "/ios/Sources/" in s],
-        swift_tests=[p for p, s in posix if s.endswith(".swift") and "/ios/Tests/" in s])
+        swift_tests=[p for p, s in posix if s.endswith(".swift") and "/ios/Tests/" in s],
+        swift_manifests=[p for p, s in posix if s.endswith("/ios/Package.swift")])
 
 
 @pytest.fixture(scope="module")
@@ -315,16 +334,20 @@ def test_the_spread_covers_what_it_claims(spread):
     ctxs = [case.ctx for case in CASES]
     dtypes = {t["dtype"] for c in ctxs for t in c["inputs"] + c["outputs"]}
     assert dtypes == {"float32", "int8", "uint8", "int16", "int32", "int64", "bool"}
-    assert {c["android"]["api"] for c in ctxs} == {"compiled_model", "interpreter"}
+    assert {c["android"]["api"] for c in ctxs if c["android"]} == {"compiled_model", "interpreter"}
+    assert {c["ios"]["api"] for c in ctxs if c["ios"]} == {"compiled_model", "interpreter"}
+    assert any(c["ios"]["delegates"] for c in ctxs if c["ios"])
     assert any(-1 in t["shape_signature"] for c in ctxs for t in c["inputs"])
     assert any(t["shape"] == [] for c in ctxs for t in c["inputs"])
     assert any(c["labels"] for c in ctxs) and any(c["labels"] is None for c in ctxs)
     assert any(len(c["inputs"]) > 1 and len(c["outputs"]) > 1 for c in ctxs)
-    assert len(spread.kotlin_main) == len(CASES)
-    assert len(spread.kotlin_test) == sum(c["golden"] is not None for c in ctxs)
+    assert len(spread.kotlin_main) == sum(c["android"] is not None for c in ctxs)
+    assert len(spread.kotlin_test) == sum(c["android"] is not None and c["golden"] is not None
+                                          for c in ctxs)
     assert len(spread.swift_loaders) == sum(c["ios"] is not None for c in ctxs)
     assert len(spread.swift_tests) == sum(c["ios"] is not None and c["golden"] is not None
                                           for c in ctxs)
+    assert len(spread.swift_manifests) == len(spread.swift_loaders)
 
 
 # ------------------------------------------------------------------------------ Kotlin
@@ -377,6 +400,19 @@ def test_swift_xctests_typecheck(swiftc, xctest, swift_api, spread, swift_loader
     result.check(f"the generated XCTests (Tests, {layout} layout, Swift {version} mode)")
 
 
+def test_swift_package_manifests_typecheck(swiftc, spread):
+    # Package.swift is Swift against SwiftPM's PackageDescription module; test_ios_packages
+    # builds the compiled_model ones for real, this checks every one (interpreter included).
+    manifest_api = require("SwiftPM's PackageDescription module", next(
+        (d for d in (Path(swiftc).resolve().parents[1] / "lib" / "swift" / "pm" / "ManifestAPI",)
+         if (d / "PackageDescription.swiftmodule").exists()), None),
+        f"no lib/swift/pm/ManifestAPI next to {swiftc} (install a full Swift toolchain)")
+    errors = [run([swiftc, "-typecheck", "-swift-version", "5", "-package-description-version",
+                   "5.9", "-I", manifest_api, manifest]) for manifest in spread.swift_manifests]
+    Result(all(e.ok for e in errors), "\n".join(e.output for e in errors if not e.ok)).check(
+        "the generated Package.swift manifests")
+
+
 # ------------------------------------------------------------------------------ the harness
 
 def break_template(root: Path, name: str, *edits: tuple[str, str]) -> Path:
@@ -402,7 +438,7 @@ def refused(result: Result, what: str, *fragments: str) -> None:
 
 BROKEN_CASES = [case for case in CASES
                 if case.id in ("DigitsFp32-compiled_model", "DigitsFp32-interpreter",
-                               "DigitsInt8-compiled_model")]
+                               "DigitsInt8-compiled_model", "DigitsInt8-interpreter")]
 
 
 def test_kotlin_compiler_refuses_broken_templates(kotlin, android_api, tmp_path):
@@ -420,19 +456,23 @@ def test_kotlin_compiler_refuses_broken_templates(kotlin, android_api, tmp_path)
     assert "writeInt8" not in result.output  # the int8 case's call exists: only float32 breaks
 
 
-def test_swift_compiler_refuses_a_broken_template(swiftc, swift_api, tmp_path):
-    # A throwing call without `try`, and a failable initializer's optional used unwrapped.
+def test_swift_compiler_refuses_broken_templates(swiftc, swift_api, tmp_path):
+    # TensorFlowLiteSwift: a throwing call without `try`, a failable initializer's optional used
+    # unwrapped. LiteRT: an argument label its API does not have, and Data where it takes arrays.
     overrides = break_template(
-        tmp_path / "templates", "ios/Loader.swift.j2",
+        tmp_path / "templates", "ios/interpreter/Loader.swift.j2",
         ("try self.runner.invoke(with:", "self.runner.invoke(with:"),
         ("if let delegate = CoreMLDelegate() { delegates.append(delegate) }",
          "delegates.append(CoreMLDelegate())"))
-    cases = [case for case in BROKEN_CASES if case.ctx["ios"] is not None]
-    rendered = render(cases, tmp_path / "gen", [overrides])
+    break_template(overrides, "ios/compiled_model/Loader.swift.j2",
+                   ("model.inputName(inputIndex: index,", "model.inputName(index: index,"),
+                   ("{% else %}[UInt8]({{ t.camel }}){% endif %}", "{% else %}{{ t.camel }}{% endif %}"))
+    rendered = render(BROKEN_CASES, tmp_path / "gen", [overrides])
     result = swift_modules(swiftc, swift_api, rendered.swift_loaders, tmp_path,
                            SWIFT_APP_VERSIONS[0])
-    refused(result, "the broken Swift loader", "DigitsInt8.swift",
-            "call can throw but is not marked with 'try'", "must be unwrapped")
+    refused(result, "the broken Swift loaders", "DigitsInt8Classic.swift",
+            "call can throw but is not marked with 'try'", "must be unwrapped",
+            "DigitsFp32.swift", "incorrect argument label", "DigitsInt8.swift", "'Data'")
 
 
 def test_a_missing_compiler_skips_locally_and_fails_in_ci(monkeypatch):

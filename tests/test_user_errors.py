@@ -97,11 +97,25 @@ def test_io_int8_needs_int8_quantization(proj):
     assert_user_error(proj.run("-n"), "targets.fp32", "io: int8 needs quantize: int8")
 
 
-def test_int8_edges_with_an_ios_loader_are_refused_before_converting(proj):
-    proj.recipe("m", GOOD.replace("int8: {quantize: int8}", "int8: {quantize: int8, io: int8}")
-                + "mobile:\n  ios: {class_name: Model}\n")
+def test_int8_edges_with_an_ios_interpreter_loader_are_refused_before_converting(proj):
+    # TensorFlowLiteSwift cannot read int8 outputs; LiteRT's CompiledModel (the default) can.
+    int8_edges = GOOD.replace("int8: {quantize: int8}", "int8: {quantize: int8, io: int8}")
+    proj.recipe("m", int8_edges + "mobile:\n  ios: {class_name: Model, api: interpreter}\n")
     assert_user_error(proj.run("-n"), "recipes/m.yaml: targets.int8.io", "cannot read int8 outputs",
-                      "io: uint8")
+                      "io: uint8", "api: compiled_model")
+    proj.recipe("m", int8_edges + "mobile:\n  ios: {class_name: Model}\n")
+    result = proj.run("-n")
+    assert result.code == 0, result.text
+
+
+def test_ios_delegates_without_the_interpreter_api_are_refused(proj):
+    # Delegates are TensorFlowLiteSwift's; the default CompiledModel loader would ignore them.
+    proj.recipe("m", GOOD + "mobile:\n  ios: {class_name: Model, delegates: [metal]}\n")
+    assert_user_error(proj.run("-n"), "recipes/m.yaml: mobile.ios", "belong to api: interpreter",
+                      "mobile.ios.api: interpreter")
+    proj.recipe("m", GOOD + "mobile:\n  ios: {class_name: Model, api: interpreter, delegates: [metal]}\n")
+    result = proj.run("-n")
+    assert result.code == 0, result.text
 
 
 def test_output_cannot_escape_build_dir(proj):

@@ -8,6 +8,8 @@ the .tflite they ship with, and re-rendering needs no TensorFlow.
 from __future__ import annotations
 
 import os
+import shutil
+from functools import partial
 from pathlib import Path
 
 from tfbuild import __version__
@@ -28,13 +30,16 @@ def override_dirs(project: Project, loaded: LoadedRecipe) -> list[Path]:
 
 
 def template_files(project: Project, loaded: LoadedRecipe) -> dict[str, Path]:
-    """Templates by a machine-independent label: project-relative, or tfbuild/templates/... ."""
+    """Every file the loaders are rendered from, by a machine-independent label: the templates
+    (project-relative, or tfbuild/templates/...) and tfbuild/codegen/versions.py, whose library
+    versions the generated build files name, so raising one re-renders the loaders."""
     if loaded.recipe.mobile is None:
         return {}
     from tfbuild import codegen
+    from tfbuild.codegen import versions
 
     builtin = codegen.builtin_template_dir().resolve()
-    labelled = {}
+    labelled = {"tfbuild/codegen/versions.py": Path(versions.__file__)}
     for path in codegen.template_files(override_dirs(project, loaded)):
         resolved = path.resolve()
         label = (f"tfbuild/templates/{resolved.relative_to(builtin).as_posix()}"
@@ -77,20 +82,31 @@ def context(project: Project, plan: TargetPlan) -> dict:
 
 
 def render_target(project: Project, plan: TargetPlan, stage: Path) -> list[Path]:
-    """Render every loader file for one target; stage each, then rename it into place."""
+    """Render every loader file for one target, and copy the model where a loader package needs
+    it (the iOS test resources); stage each file, then rename it into place."""
     from tfbuild import codegen
 
-    files = codegen.render_loaders(context(project, plan), override_dirs(project, plan.loaded))
+    ctx = context(project, plan)
+    files = codegen.render_loaders(ctx, override_dirs(project, plan.loaded))
     written = []
     for relative, text in sorted(files.items()):
-        destination = (plan.out_dir / relative).resolve()
-        if plan.out_dir.resolve() not in destination.parents:
-            raise UserError(f"generated path escapes the build directory: {relative}",
-                            file=plan.loaded.file, key="mobile")
-        staged = stage / relative
-        staged.parent.mkdir(parents=True, exist_ok=True)
-        staged.write_text(text, encoding="utf-8")
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(staged, destination)
-        written.append(destination)
+        written.append(_place(plan, stage, relative,
+                              partial(Path.write_text, data=text, encoding="utf-8")))
+    model = plan.out_dir / plan.target.output
+    for relative in codegen.model_copies(ctx):
+        written.append(_place(plan, stage, relative, partial(shutil.copyfile, model)))
     return written
+
+
+def _place(plan: TargetPlan, stage: Path, relative: str, write) -> Path:
+    """write(staged path), then rename the staged file to its place under the target's dir."""
+    destination = (plan.out_dir / relative).resolve()
+    if plan.out_dir.resolve() not in destination.parents:
+        raise UserError(f"generated path escapes the build directory: {relative}",
+                        file=plan.loaded.file, key="mobile")
+    staged = stage / relative
+    staged.parent.mkdir(parents=True, exist_ok=True)
+    write(staged)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(staged, destination)
+    return destination

@@ -169,12 +169,13 @@ def _check_needs(loaded: LoadedRecipe, target_name: str) -> None:
                         key=f"targets.{target_name}.quantize",
                         expected="data.calibration: a .npz/.npy file or py:module:function")
     mobile = loaded.recipe.mobile
-    if target.io == "int8" and mobile is not None and mobile.ios is not None:
-        raise UserError("the iOS loader cannot read int8 outputs: TensorFlowLiteSwift's "
+    if target.io == "int8" and mobile is not None and mobile.ios is not None \
+            and mobile.ios.api == "interpreter":
+        raise UserError("the iOS interpreter loader cannot read int8 outputs: TensorFlowLiteSwift's "
                         "Tensor.DataType has no int8 case, so every prediction would throw",
                         file=loaded.file, key=f"targets.{target_name}.io",
-                        expected="io: uint8 (or float32) for a target with an iOS loader",
-                        hint="or drop mobile.ios for this recipe")
+                        expected="io: uint8 (or float32) for a target with an iOS interpreter loader",
+                        hint="or set mobile.ios.api: compiled_model (LiteRT reads int8)")
 
 
 def plan_recipe(project: Project, loaded: LoadedRecipe, target_names: list[str],

@@ -18,6 +18,7 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StringConstr
                       model_validator)
 
 from tfbuild import RECIPE_SCHEMA_VERSION
+from tfbuild.codegen.versions import VERSIONS
 from tfbuild.errors import UserError
 
 NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
@@ -180,7 +181,12 @@ class AndroidSection(Strict):
 
 class IOSSection(Strict):
     class_name: str = Field(description="Name of the generated Swift class.")
-    delegates: list[Literal["coreml", "metal"]] = Field(default_factory=list, description="Optional delegates.")
+    api: Literal["compiled_model", "interpreter"] = Field("compiled_model", description=(
+        "compiled_model: LiteRT's CompiledModel API from its Swift package (github.com/google-ai-edge/"
+        f"LiteRT, from: \"{VERSIONS['litert_swift']}\"); interpreter: TensorFlowLiteSwift's Interpreter (CocoaPods)."))
+    delegates: list[Literal["coreml", "metal"]] = Field(default_factory=list, description=(
+        "TensorFlowLiteSwift delegates the loader offers (api: interpreter only; a CompiledModel "
+        "takes accelerators at run time)."))
 
     @field_validator("class_name")
     @classmethod
@@ -189,6 +195,13 @@ class IOSSection(Strict):
 
         _codegen_check(codegen.validate_class_name, value, "mobile.ios.class_name")
         return value
+
+    @model_validator(mode="after")
+    def _delegates_match_api(self) -> "IOSSection":
+        from tfbuild.codegen import ios
+
+        _codegen_check(ios.check_delegates, self.delegates, self.api)
+        return self
 
 
 class MobileSection(Strict):

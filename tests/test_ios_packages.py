@@ -1,0 +1,255 @@
+"""The generated iOS packages run: `swift test` on each, against LiteRT's real runtime.
+
+tfbuild builds a spread of small Keras models for real (float32, float16, dynamic range, int8
+with int8 and with uint8 edges, two inputs and two outputs, an int32 input), and each target's
+`ios/` folder is tested as the Swift package it is, with nothing edited: its XCTest loads the
+model and the golden vectors through Bundle.module and compares every output.
+
+The loaders `import LiteRT`, LiteRT's Swift package, whose binaries are Apple xcframeworks. Here
+https://github.com/google-ai-edge/LiteRT is pointed (a SwiftPM mirror) at tests/fixtures/
+litert_swift, a stand-in with the same declarations over the same C API, which the
+ai-edge-litert wheel ships in libLiteRt.so: the runtime that computed the golden vectors.
+The stand-in is built once per session: every package shares one scratch folder (and the
+session's own SwiftPM configuration), so only the first `swift test` compiles it.
+
+Without `swift` (or without libLiteRt in the wheel) these tests skip, naming what to install;
+under CI=true they fail instead.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models import FACTORIES, dense_classifier, features
+from test_loaders_compile import Result, require, run
+from test_loaders_compile import swiftc, xctest  # noqa: F401  (fixtures used below)
+from tfbuild.codegen import VERSIONS, camel
+
+pytestmark = pytest.mark.slow
+
+STAND_IN = Path(__file__).resolve().parent / "fixtures" / "litert_swift"
+LITERT_URL = "https://github.com/google-ai-edge/LiteRT"
+
+# An int32 input (token ids through an embedding), beside the shared factories.
+TOKENS_FACTORY = """
+
+def tokens():
+    keras.utils.set_random_seed(0)
+    ids = keras.Input((6,), dtype="int32", name="ids")
+    h = keras.layers.Flatten()(keras.layers.Embedding(10, 4)(ids))
+    return keras.Model(ids, keras.layers.Dense(3, name="logits")(h))
+"""
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One recipe with one target: its loader class, model source, data and target settings."""
+    name: str  # the iOS class; distinct per package, so the shared build folder never mixes them
+    source: str
+    data: str
+    target: str
+    labels: bool = False
+
+
+SPECS = [
+    Spec("ClfFp32", "models/clf.keras", "data/clf.npz", "{}", labels=True),
+    Spec("ClfFp16", "models/clf.keras", "data/clf.npz", "{quantize: float16}"),
+    Spec("ClfDynamic", "models/clf.keras", "data/clf.npz", "{quantize: dynamic}"),
+    Spec("ClfInt8", "models/clf.keras", "data/clf.npz", "{quantize: int8, io: int8}", labels=True),
+    Spec("ClfUint8", "models/clf.keras", "data/clf.npz", "{quantize: int8, io: uint8}"),
+    Spec("TwoHeads", "py:factories:two_in_two_out", "data/heads.npz", "{}"),
+    Spec("TwoHeadsUint8", "py:factories:two_in_two_out", "data/heads.npz",
+         "{quantize: int8, io: uint8}"),
+    Spec("Tokens", "py:factories:tokens", "data/tokens.npz", "{}"),
+]
+
+
+def write_project(project) -> None:
+    """Models, data and one recipe per Spec (target `t`), with the default iOS api."""
+    dense_classifier(project.path("models/clf.keras"))
+    x = features()
+    project.save_arrays("data/clf.npz", features=x, labels=np.arange(len(x)) % 4)
+    project.write("factories.py", FACTORIES + TOKENS_FACTORY)
+    rng = np.random.default_rng(0)
+    project.save_arrays("data/heads.npz", left=rng.random((16, 5), dtype=np.float32),
+                        right=rng.random((16, 3), dtype=np.float32))
+    project.save_arrays("data/tokens.npz", ids=rng.integers(0, 10, (16, 6), dtype=np.int32))
+    project.write("data/labels.txt", "zero\none\ntwo\nthree\n")
+    for spec in SPECS:
+        labels = "  labels: data/labels.txt\n" if spec.labels else ""
+        project.recipe(spec.name.lower(), f"""\
+tfbuild: 1
+model: {{source: '{spec.source}'}}
+data: {{calibration: {spec.data}, evaluation: {spec.data}}}
+targets: {{t: {spec.target}}}
+mobile:
+  ios: {{class_name: {spec.name}}}
+{labels}""")
+
+
+# ------------------------------------------------------------------------------ toolchain
+
+@pytest.fixture(scope="session")
+def swift() -> str:
+    return require("swift", shutil.which("swift"),
+                   "install a Swift toolchain (swift.org) with Foundation and XCTest")
+
+
+@pytest.fixture(scope="session")
+def litert_lib() -> Path:
+    """The folder of the wheel's libLiteRt, whose C API the stand-in package calls."""
+    import ai_edge_litert
+
+    folder = Path(ai_edge_litert.__file__).parent
+    found = any((folder / name).is_file() for name in ("libLiteRt.so", "libLiteRt.dylib"))
+    return require("libLiteRt", found and folder,
+                   f"the ai-edge-litert wheel has no libLiteRt in {folder} (pip install ai-edge-litert)")
+
+
+@dataclass(frozen=True)
+class SwiftPM:
+    """What every `swift test` of the session shares: the mirror configuration, one scratch
+    folder (the stand-in is compiled once), and the runtime library's folder."""
+    swift: str
+    config: Path
+    scratch: Path
+    cache: Path
+    lib: Path
+
+    def test(self, package: Path) -> Result:
+        return run([self.swift, "test", "-j", "2", "--package-path", package,
+                    "--config-path", self.config, "--scratch-path", self.scratch,
+                    "--cache-path", self.cache, "--disable-dependency-cache",
+                    "--manifest-cache", "local",
+                    "-Xlinker", f"-L{self.lib}", "-Xlinker", "-rpath", "-Xlinker", self.lib])
+
+
+def git(folder: Path, *args: str) -> None:
+    subprocess.run(["git", "-C", str(folder), "-c", "user.name=tfbuild-tests",
+                    "-c", "user.email=tests@tfbuild.invalid", *args],
+                   check=True, capture_output=True, text=True)
+
+
+def stand_in_repository(root: Path) -> Path:
+    """A git copy of the stand-in tagged with the version the loaders require: SwiftPM resolves
+    mirrors as source control. The folder is named LiteRT, so the package's identity is the
+    same as the real one's (`litert`)."""
+    repository = root / "LiteRT"
+    shutil.copytree(STAND_IN, repository)
+    git(repository, "init", "-q")
+    git(repository, "add", "-A")
+    git(repository, "commit", "-q", "-m", "LiteRT stand-in")
+    git(repository, "tag", VERSIONS["litert_swift"])
+    return repository
+
+
+def mirror_configuration(swift: str, root: Path, repository: Path) -> Path:
+    """A SwiftPM configuration folder that mirrors LITERT_URL to `repository`, written by
+    `swift package config set-mirror` (in a package of its own: it writes the package's local
+    .swiftpm/configuration, which then serves as the shared --config-path)."""
+    holder = root / "mirror-config"
+    holder.mkdir()
+    (holder / "Package.swift").write_text(
+        '// swift-tools-version: 5.9\nimport PackageDescription\nlet package = Package(name: "M")\n',
+        encoding="utf-8")
+    run([swift, "package", "--package-path", holder, "config", "set-mirror",
+         "--original", LITERT_URL, "--mirror", repository]).check("swift package config set-mirror")
+    return holder / ".swiftpm" / "configuration"
+
+
+@pytest.fixture(scope="session")
+def swiftpm(swift, xctest, litert_lib, tmp_path_factory) -> SwiftPM:
+    require("git", shutil.which("git"), "install git (SwiftPM resolves the LiteRT mirror with it)")
+    root = tmp_path_factory.mktemp("swiftpm")
+    config = mirror_configuration(swift, root, stand_in_repository(root))
+    return SwiftPM(swift, config, root / "scratch", root / "cache", litert_lib)
+
+
+# ------------------------------------------------------------------------------ the packages
+
+@pytest.fixture(scope="module")
+def packages(tmp_path_factory) -> dict[str, Path]:
+    """Every Spec built by tfbuild: {class name: its target's ios/ folder}."""
+    from conftest import Project
+
+    project = Project(tmp_path_factory.mktemp("ios-packages") / "proj")
+    write_project(project)
+    result = project.run("-j2")
+    assert result.code == 0, result.text
+    return {spec.name: project.path(f"build/{spec.name.lower()}/t/ios") for spec in SPECS}
+
+
+def signature(package: Path) -> dict:
+    return json.loads((package.parent / "report.json").read_text())["signature"]
+
+
+def test_the_spread_covers_what_it_claims(packages):
+    tensors = {name: signature(p)["inputs"] + signature(p)["outputs"] for name, p in packages.items()}
+    dtypes = {name: {t["dtype"] for t in ts} for name, ts in tensors.items()}
+    assert dtypes["ClfInt8"] == {"int8"} and dtypes["ClfUint8"] == {"uint8"}
+    assert dtypes["ClfFp16"] == dtypes["ClfDynamic"] == {"float32"}
+    assert "int32" in {t["dtype"] for t in signature(packages["Tokens"])["inputs"]}
+    heads = signature(packages["TwoHeadsUint8"])
+    assert len(heads["inputs"]) == len(heads["outputs"]) == 2
+    assert all(t["quantization"] for t in heads["inputs"] + heads["outputs"])
+    for package in packages.values():
+        manifest = (package / "Package.swift").read_text()
+        assert f'.package(url: "{LITERT_URL}", from: "{VERSIONS["litert_swift"]}")' in manifest
+        assert (package / "Tests").is_dir()
+
+
+def executed(result: Result) -> int:
+    """How many XCTest cases ran without a failure (0 when the run failed)."""
+    match = re.search(r"Executed (\d+) tests?, with 0 failures", result.output)
+    return int(match[1]) if result.ok and match else 0
+
+
+@pytest.mark.parametrize("name", [spec.name for spec in SPECS])
+def test_generated_package_passes_its_golden_test(swiftpm, packages, name):
+    package = packages[name]
+    result = swiftpm.test(package)
+    result.check(f"swift test in {package}")
+    quantized = any(t["quantization"] for t in signature(package)["inputs"] + signature(package)["outputs"])
+    # One golden test, and a second one through predictFloat when any tensor is quantized.
+    assert executed(result) == 1 + quantized, result.output
+
+
+def plant_wrong_golden_value(package: Path, output: dict) -> str:
+    """Move one expected output of sample 0 by ten quantization steps; return the failure line
+    the test must print (name, sample, index and the expected value)."""
+    golden_file = package / "Tests" / "ClfInt8Tests" / "clfint8_t_golden.json"
+    golden = json.loads(golden_file.read_text())
+    values = golden["dequantized"]["outputs"][output["name"]][0]
+    values[2] += 10 * output["quantization"]["scale"]
+    golden_file.write_text(json.dumps(golden))
+    return rf"output {re.escape(output['name'])}, sample 0, index 2: expected {re.escape(repr(values[2]))}, got \S+"
+
+
+def plant_wrong_scale(package: Path, output: dict) -> str:
+    """Double the loader's output scale, the slip no compiler sees: any element may fail."""
+    loader = package / "Sources" / "ClfInt8" / "ClfInt8.swift"
+    constant = f"public static let {camel(output['name'])}Scale: Float = "
+    text = loader.read_text()
+    scale = re.search(re.escape(constant) + r"(\S+)\n", text)[1]
+    loader.write_text(text.replace(constant + scale, f"{constant}2 * {scale}"))
+    return rf"output {re.escape(output['name'])}, sample \d+, index \d+: expected \S+, got \S+"
+
+
+@pytest.mark.parametrize("plant", [plant_wrong_golden_value, plant_wrong_scale],
+                         ids=["golden-value", "loader-scale"])
+def test_a_planted_error_fails_the_package_test(swiftpm, packages, tmp_path, plant):
+    # A copy of the int8 package with one thing wrong: `swift test` must fail, and say where.
+    output = signature(packages["ClfInt8"])["outputs"][0]
+    package = shutil.copytree(packages["ClfInt8"], tmp_path / "ios")
+    failure = plant(package, output)
+    result = swiftpm.test(package)
+    assert not result.ok, result.output
+    assert re.search(failure, result.output), result.output
