@@ -830,7 +830,8 @@ def _build_target(recipe: Recipe, item: dict, source: Source, calibration, evalu
         "notes": source.notes, **extra,
     })
     if "float_fallback" in extra:
-        report["float_fallback"]["passed"] = report["verdict"] == "passed" and not fallback_failures
+        if report["float_fallback"]["mode"] == "auto":  # what the state and the lock may record
+            report["float_fallback"]["passed"] = report["verdict"] == "passed" and not fallback_failures
         kept = fallback.describe(report["float_fallback"], report["layer_errors"])
         conversion_warnings = conversion_warnings + ([kept] if kept else [])
     if fallback_failures:

@@ -170,13 +170,17 @@ def apply(calibrated, check: Callable[[bytes], tuple[dict, list[str]]], inputs: 
     `calibrated` is convert.Calibrated (its float model, and `quantize(ops, op_types)`); `check`
     measures a candidate against every threshold but latency. The per-layer figures are those of
     the fully quantized model (what each layer costs when quantized), with `kept_float` marking
-    the layers the shipped file keeps in float."""
+    the layers the shipped file keeps in float, and `cost` the search's ranking score of each."""
     from tfbuild.layer_error import graph, layer_errors
 
     target = context.target
     full = calibrated.quantize()
     float_graph = graph(calibrated.model)
     rows = layer_errors(calibrated.model, full, inputs, batch)
+    units = rank(float_graph, rows)
+    cost = {unit.tensor: unit.score for unit in units}
+    for row in rows:
+        row["cost"] = cost[row["tensor"]]
     failures: list[str] = []
     if target.float_fallback == "none":
         model, info = full, {"mode": "none", "layers": []}
@@ -186,14 +190,14 @@ def apply(calibrated, check: Callable[[bytes], tuple[dict, list[str]]], inputs: 
         model = calibrated.quantize(nodes, kinds)
         info = {"mode": "list", "layers": list(dict.fromkeys(nodes + ops_of_types(float_graph, kinds)))}
     else:
-        model, info, failures = _auto(calibrated, check, float_graph, rows, context)
+        model, info, failures = _auto(calibrated, check, float_graph, units, context)
     kept = set(info["layers"])
     for row in rows:
         row["kept_float"] = row["tensor"] in kept
     return model, {"float_fallback": info, "layer_errors": rows}, failures
 
 
-def _auto(calibrated, check, float_graph: Graph, rows: list[dict], context: Context):
+def _auto(calibrated, check, float_graph: Graph, units: list[Unit], context: Context):
     started = time.perf_counter()
     limit = context.target.max_float_layers
     key = search_key(context.root, context.file, context.recipe_name, context.recipe, context.target_name,
@@ -207,7 +211,6 @@ def _auto(calibrated, check, float_graph: Graph, rows: list[dict], context: Cont
         return calibrated.quantize(previous["layers"]), info, []
     start = tuple(name for name in (previous or {}).get("layers", []) if name in known)
     start = start if len(start) <= limit else ()
-    units = rank(float_graph, rows)
 
     def evaluate(layers: tuple[str, ...]) -> Trial:
         model = calibrated.quantize(layers)

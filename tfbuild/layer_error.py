@@ -143,6 +143,6 @@ def layer_errors(float_bytes: bytes, quant_bytes: bytes, inputs: dict[str, np.nd
 
 
 def worst(rows: list[dict], count: int = 10) -> list[dict]:
-    """The layers that lose the most, worst first: by relative error, then steps of error."""
-    return sorted(rows, key=lambda r: (-max(r["error"], r["local_error"]), -(r["rmse_scale"] or 0.0),
-                                       r["index"]))[:count]
+    """The layers that cost the most when quantized, worst first: by the float-fallback search's
+    ranking score (`cost`, where measured), then relative error, then graph order."""
+    return sorted(rows, key=lambda r: (-r.get("cost", 0.0), -r["error"], r["index"]))[:count]
