@@ -833,7 +833,8 @@ def _build_target(recipe: Recipe, item: dict, source: Source, calibration, evalu
         if report["float_fallback"]["mode"] == "auto":  # what the state and the lock may record
             report["float_fallback"]["passed"] = report["verdict"] == "passed" and not fallback_failures
         kept = fallback.describe(report["float_fallback"], report["layer_errors"])
-        conversion_warnings = conversion_warnings + ([kept] if kept else [])
+        if kept and not fallback_failures:
+            conversion_warnings = conversion_warnings + [kept]
     if fallback_failures:
         report["verdict"] = "rejected"
         report["failures"] = report["failures"] + fallback_failures

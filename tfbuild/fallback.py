@@ -226,7 +226,8 @@ def _auto(calibrated, check, float_graph: Graph, units: list[Unit], context: Con
                 search_s=round(time.perf_counter() - started, 3))
     failures = [] if result.passed else [
         f"float_fallback: auto: no set of at most {limit} float layer(s) passes ({len(result.tried)} "
-        f"tried); the best, {', '.join(result.chosen.layers) or 'none'}, is kept for inspection"]
+        f"tried); the best tried keeps {len(result.chosen.layers)} in float and is kept for inspection "
+        f"(tfbuild explain {context.recipe_name}:{context.target_name} lists the sets)"]
     return result.chosen.model, info, failures
 
 
