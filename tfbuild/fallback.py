@@ -176,7 +176,16 @@ def apply(calibrated, check: Callable[[bytes], tuple[dict, list[str]]], inputs: 
     target = context.target
     full = calibrated.quantize()
     float_graph = graph(calibrated.model)
-    rows = layer_errors(calibrated.model, full, inputs, batch)
+    try:
+        rows = layer_errors(calibrated.model, full, inputs, batch)
+    except Exception as err:  # LiteRT cannot run a model's intermediates: the figures are a bonus
+        if target.float_fallback == "auto":  # ...that auto cannot do without: this target fails
+            from tfbuild.convert import ConversionFailed
+
+            raise ConversionFailed(f"float_fallback: auto cannot measure the layers of this model ({err}): "
+                                   f"set targets.{context.target_name}.float_fallback to none or to a "
+                                   "list of the layers to keep in float") from None
+        rows = []
     units = rank(float_graph, rows)
     cost = {unit.tensor: unit.score for unit in units}
     for row in rows:

@@ -125,6 +125,8 @@ def layer_errors(float_bytes: bytes, quant_bytes: bytes, inputs: dict[str, np.nd
             tensor = quant_graph.tensors[quant_index[name]]
             ref = f_interp.get_tensor(op["outputs"][0])
             got = verify.dequantize(q_interp.get_tensor(quant_index[name]), tensor)
+            if ref.shape != got.shape:  # a name reused for another tensor: nothing to compare
+                continue
             rounded = verify.dequantize(verify.quantize(ref, tensor), tensor) if tensor["quantization"] else None
             stats[number].add(ref, got, rounded)
     rows = []
@@ -132,6 +134,8 @@ def layer_errors(float_bytes: bytes, quant_bytes: bytes, inputs: dict[str, np.nd
         name = float_graph.name(op["outputs"][0])
         tensor = quant_graph.tensors[quant_index[name]]
         found = stats[number]
+        if not found.count:
+            continue
         quantized = tensor["quantization"] is not None and tensor["dtype"] in verify.INTEGER_DTYPES
         scale = tensor["quantization"]["scale"] if quantized else None
         rmse = (found.squared / found.count) ** 0.5 if found.count else 0.0
