@@ -39,6 +39,11 @@ def write_dense_project(project, *, targets: str = "fp32: {}", extra: str = "", 
     dense_classifier(project.path(f"models/{name}.keras"), hidden=hidden)
     x = features()
     project.save_arrays(f"data/{name}.npz", features=x, labels=np.arange(len(x)) % 4)
+    write_recipe(project, name, targets, extra)
+
+
+def write_recipe(project, name: str, targets: str, extra: str = "") -> None:
+    """recipes/<name>.yaml over models/<name>.keras, with data/<name>.npz for both data sets."""
     indented = "\n".join("  " + line for line in targets.strip().splitlines())
     project.recipe(name, f"""\
 tfbuild: 1
@@ -92,3 +97,50 @@ def variable_length():
     h = keras.layers.Dense(6, activation="relu")(x)
     return keras.Model(x, keras.layers.GlobalAveragePooling1D(name="pooled")(h))
 """
+
+
+def outlier_classifier(path: Path | None = None, *, outliers: int = 1, samples: np.ndarray | None = None,
+                       seed: int = 0):
+    """A classifier with outlier activations: each of `outliers` narrow Dense layers has one channel
+    about 1000x larger than the others, which the next layer ignores. Per-tensor int8 activations
+    stretch the scale to that channel, every other channel rounds to zero, and the prediction is
+    lost; keeping each outlier layer and its consumer in float brings it back. The wide first
+    layers hold most of the weights, so the file stays small with a few layers in float. The
+    head's bias is centred on `samples`, so that the classes are balanced on them."""
+    k = keras()
+    k.utils.set_random_seed(seed)
+    x = k.Input((32,), name="features")
+    h = k.layers.Dense(256, activation="relu", name="wide")(x)
+    h = k.layers.Dense(32, activation="relu", name="narrow")(h)
+    for i in range(outliers):
+        h = k.layers.Dense(16, name=f"outlier{i + 1}")(h)
+    y = k.layers.Dense(4, activation="softmax", name="probs")(h)
+    model = k.Model(x, y)
+    for i in range(outliers):
+        layer = model.get_layer(f"outlier{i + 1}")
+        w, b = layer.get_weights()
+        if i:
+            w[0, :] = 0.0  # ignores the previous outlier channel
+        w[:, 0] *= 2000.0
+        b[0] = 500.0
+        layer.set_weights([w, b])
+    head = model.get_layer("probs")
+    w, b = head.get_weights()
+    w[0, :] = 0.0
+    w *= 4
+    if samples is not None:
+        hidden = np.asarray(k.Model(x, head.input)(samples))
+        b = -np.median(hidden @ w, axis=0)
+    head.set_weights([w, b])
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        model.save(path)
+    return model
+
+
+def write_outlier_project(project, *, targets: str, outliers: int = 1, name: str = "spiky") -> None:
+    """A one-recipe project around `outlier_classifier`, labelled by the float model itself."""
+    x = features(200, width=32, seed=3)
+    model = outlier_classifier(project.path(f"models/{name}.keras"), outliers=outliers, samples=x)
+    project.save_arrays(f"data/{name}.npz", features=x, labels=np.asarray(model(x)).argmax(1))
+    write_recipe(project, name, targets)

@@ -313,17 +313,36 @@ def cmd_explain(project, options) -> int:
     patterns, overrides = _split(options.args)
     if not patterns:
         raise UserError("explain needs a target", expected="tfbuild explain recipe:target")
+    from tfbuild.report import layer_lines
+
     plans, state = _classified(project, patterns, overrides)
     for plan in plans:
         entry = state.get(plan.id)
         if plan.action == "none":
             print(f"{plan.id} is up to date (key {plan.key[:12]}, built {time.ctime(entry['time'])})")
-            continue
-        print(f"{plan.id} needs to {plan.action.replace('convert', 'be converted').replace('render', 'render its loaders')}"
-              f"{'' if plan.action != 'rejected' else ''}:")
-        for reason in plan.reasons:
-            print(f"  - {reason}")
+        else:
+            verb = {"rejected": "was rejected, and its inputs have not changed since",
+                    "convert": "needs to be converted", "render": "needs to render its loaders"}[plan.action]
+            print(f"{plan.id} {verb}:")
+            for reason in plan.reasons:
+                print(f"  - {reason}")
+        for line in layer_lines(_shown_report(project, plan) or {}):
+            print(f"  {line}")
     return 0
+
+
+def _shown_report(project, plan) -> dict | None:
+    """The report that describes a target's current inputs: the rejected file's while the inputs
+    are those it was rejected with, else the one beside the output."""
+    from tfbuild.plan import REPORT_FILE
+
+    if plan.action != "rejected":
+        return plan.read_output(REPORT_FILE)
+    try:
+        value = json.loads((project.state_dir / "rejected" / plan.loaded.name / plan.name / REPORT_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def cmd_check(project, options) -> int:
@@ -397,10 +416,11 @@ def cmd_report(project, options) -> int:
     from tfbuild.html_report import write_report
 
     plans, _ = _classified(project, *_split(options.args))
-    if not any((plan.out_dir / "report.json").is_file() for plan in plans):
+    reports = {plan.id: _shown_report(project, plan) for plan in plans}
+    if not any(reports.values()):
         raise UserError("nothing built yet: no report.json to show", hint="run tfbuild first")
     path = Path(options.output) if options.output else project.root / "build" / "report.html"
-    write_report(plans, path)
+    write_report(plans, path, reports)
     print(f"wrote {path}")
     return 0
 

@@ -10,6 +10,7 @@ Keras 3 variables are not frozen and the file outputs NaN.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -24,7 +25,7 @@ from typing import Callable
 import numpy as np
 
 from tfbuild import data as data_mod
-from tfbuild import verify
+from tfbuild import fallback, verify
 from tfbuild.errors import UserError
 from tfbuild.fingerprint import sha256_bytes
 from tfbuild.recipe import Recipe, Target
@@ -581,22 +582,87 @@ FLEX_CALIBRATION = "not supported by this interpreter"
 
 
 def convert_target(source: Source, target: Target, calibration, target_name: str) -> tuple[bytes, list[str]]:
-    """The .tflite bytes, and warnings about how they were made."""
-    integer = target.quantize in ("int8", "int16x8")
-    enter_stage("converting and calibrating" if integer else "converting")
-    if integer:
-        source = _calibratable(source, target, target_name)
-    try:
+    """The .tflite bytes, and warnings about how they were made (integer targets: every layer
+    quantized)."""
+    if target.quantize in ("int8", "int16x8"):
+        calibrated = calibrate_target(source, target, calibration, target_name)
+        return calibrated.quantize(), calibrated.warnings
+    enter_stage("converting")
+    with _conversion_errors(target, target_name):
         return source.finish(_converter(source, target, calibration).convert()), source.warnings
-    except Exception as err:  # the converter raises many types, all with the same MLIR text
+
+
+@contextlib.contextmanager
+def _conversion_errors(target: Target, target_name: str):
+    """The converter raises many types, all with the same MLIR text: one ConversionFailed that
+    says what to change."""
+    try:
+        yield
+    except ConversionFailed:
+        raise
+    except Exception as err:
         text = str(err)
-        if integer and FLEX_CALIBRATION in text and "Select TensorFlow op" in text:
+        if target.quantize in ("int8", "int16x8") and FLEX_CALIBRATION in text and "Select TensorFlow op" in text:
             raise ConversionFailed(
                 f"quantize: {target.quantize} needs calibration, which runs the model in LiteRT's "
                 "builtin interpreter, and this model needs Flex (select TF) ops it cannot run: set "
                 f"targets.{target_name}.quantize to dynamic or float16 (Flex ops stay float), or "
                 "replace the op") from None
         raise ConversionFailed(explain_converter_error(text)) from None
+
+
+@dataclass
+class Calibrated:
+    """An integer target calibrated once and quantized as often as asked: calibration (running
+    the calibration data through the model) is what a conversion costs, a quantization pass is
+    milliseconds, so the float-fallback search tries sets of float layers for little."""
+    model: bytes  # float ops carrying calibration statistics: the per-layer reference
+    quantize: Callable[..., bytes]  # (ops kept in float, op types kept in float) -> .tflite bytes
+    warnings: list[str]
+
+
+def calibrate_target(source: Source, target: Target, calibration, target_name: str) -> Calibrated:
+    """TensorFlow's own calibrate-only switch (what tf.lite.experimental.QuantizationDebugger
+    uses), then the quantizer the converter itself would call on the result."""
+    tf = _tf()
+    enter_stage("converting and calibrating")
+    source = _calibratable(source, target, target_name)
+    with _conversion_errors(target, target_name):
+        converter = _converter(source, target, calibration)
+        converter._experimental_calibrate_only = True
+        converter.inference_input_type = converter.inference_output_type = tf.float32  # float ops
+        calibrated = converter.convert()
+
+    def quantize(nodes=(), op_types=()) -> bytes:
+        with _conversion_errors(target, target_name):
+            return source.finish(_quantize(calibrated, target, list(nodes), list(op_types)))
+    return Calibrated(calibrated, quantize, source.warnings)
+
+
+def _quantize(calibrated: bytes, target: Target, nodes: list[str], op_types: list[str]) -> bytes:
+    """The calibrated model quantized as `TFLiteConverter.convert` does it: the MLIR quantizer for
+    int8 (which keeps the denylisted ops and op types in float), TensorFlow's older quantizer for
+    int16x8 (the MLIR one writes int16 zero points LiteRT refuses, and it has no denylist)."""
+    tf = _tf()
+    from tensorflow.lite.python import convert as tf_convert
+    from tensorflow.lite.python import util
+    from tensorflow.lite.python.lite import _deduplicate_readonly_buffers
+
+    io = {"int8": tf.int8, "uint8": tf.uint8, "int16": tf.int16}.get(target.io, tf.float32)
+    if target.quantize == "int8":
+        model = tf_convert.mlir_quantize(calibrated, False, input_data_type=io, output_data_type=io,
+                                         denylisted_nodes=nodes or None, denylisted_ops=op_types or None)
+    else:
+        from tensorflow.lite.python.optimize import calibrator
+
+        def number(dtype) -> int:
+            return np.dtype(dtype.as_numpy_dtype()).num
+        wrapper = calibrator.Calibrator(calibrated)._calibrator  # the statistics are in the model
+        model = wrapper.QuantizeModel(number(io), number(io), target.select_tf_ops, number(tf.int16),
+                                      number(tf.int64), False, False)
+        if io == tf.int16:
+            model = util.modify_model_io_type(model, io, io)
+    return _deduplicate_readonly_buffers(model)
 
 
 def _calibratable(source: Source, target: Target, target_name: str) -> Source:
@@ -705,7 +771,7 @@ def run_job(job: dict, emit: Callable[[dict], None]) -> None:
         emit({"event": "started", "target": item["name"]})
         try:
             result = _build_target(recipe, item, source, calibration, (eval_inputs, labels, eval_from),
-                                   reference, kinds, shared, phase)
+                                   reference, kinds, shared, phase, (root, file))
             emit({"event": "done", "target": item["name"], "result": result})
         except ConversionFailed as err:
             emit({"event": "failed", "target": item["name"], "message": f"while {STAGE['now']}: {err}"})
@@ -718,20 +784,41 @@ def run_job(job: dict, emit: Callable[[dict], None]) -> None:
 
 
 def _build_target(recipe: Recipe, item: dict, source: Source, calibration, evaluation: tuple,
-                  reference, kinds: dict[str, str], shared_timings: dict, phase: Callable) -> dict:
+                  reference, kinds: dict[str, str], shared_timings: dict, phase: Callable,
+                  where: tuple[Path, str] = (Path("."), "")) -> dict:
     """Convert, verify and stage one target. Shared timings (model load, source-model run on the
-    evaluation data) are paid once per recipe and reported with every target."""
+    evaluation data) are paid once per recipe and reported with every target. Integer targets are
+    calibrated once, measured layer by layer, and given their float fallback (fallback.apply)."""
     target = recipe.targets[item["name"]]
     eval_inputs, labels, eval_from = evaluation
-    started = time.perf_counter()
-    model_bytes, conversion_warnings = convert_target(source, target, calibration, item["name"])
-    convert_s = time.perf_counter() - started
     thresholds, user_set = verify.effective_thresholds(
         target.quantize, recipe.accept and recipe.accept.model_dump(), target.accept and target.accept.model_dump())
+    started = time.perf_counter()
+    timings: dict = {}
+    extra: dict = {}
+    fallback_failures: list[str] = []
+    if target.quantize in ("int8", "int16x8"):
+        calibrated = calibrate_target(source, target, calibration, item["name"])
+        conversion_warnings = calibrated.warnings
+        timings["convert_s"] = time.perf_counter() - started
+        phase(item["name"], "measuring per-layer errors")
+
+        def check(candidate: bytes) -> tuple[dict, list[str]]:
+            metrics, _, _ = verify.measure(candidate, verify.signature(candidate), eval_inputs, labels,
+                                           reference, _batch(source), kinds)
+            return metrics, verify.judge(metrics, thresholds, len(candidate) / 1024, None)
+        context = fallback.Context(where[0], where[1], item["recipe"], recipe, item["name"], item["versions"])
+        model_bytes, extra, fallback_failures = fallback.apply(calibrated, check, eval_inputs, _batch(source),
+                                                               context)
+        timings["layers_and_fallback_s"] = time.perf_counter() - started - timings["convert_s"]
+    else:
+        model_bytes, conversion_warnings = convert_target(source, target, calibration, item["name"])
+        timings["convert_s"] = time.perf_counter() - started
     stage = Path(item["stage"])
     stage.mkdir(parents=True, exist_ok=True)
     (stage / target.output).write_bytes(model_bytes)
     phase(item["name"], "verifying in LiteRT")
+    verify_started = time.perf_counter()
     golden_count = recipe.mobile.golden_samples if recipe.mobile else 3
     report = verify_model(model_bytes, eval_inputs, labels, reference, thresholds, user_set,
                           batch=_batch(source), golden_count=golden_count, kinds=kinds)
@@ -740,11 +827,20 @@ def _build_target(recipe: Recipe, item: dict, source: Source, calibration, evalu
         "select_tf_ops": target.select_tf_ops, "evaluated_on": eval_from, "versions": item["versions"],
         "model_file": target.output, "model_sha256": sha256_bytes(model_bytes),
         "size_bytes": len(model_bytes), "thresholds": thresholds, "output_kinds": kinds,
-        "notes": source.notes,
+        "notes": source.notes, **extra,
     })
+    if "float_fallback" in extra:
+        if report["float_fallback"]["mode"] == "auto":  # what the state and the lock may record
+            report["float_fallback"]["passed"] = report["verdict"] == "passed" and not fallback_failures
+        kept = fallback.describe(report["float_fallback"], report["layer_errors"])
+        if kept and not fallback_failures:
+            conversion_warnings = conversion_warnings + [kept]
+    if fallback_failures:
+        report["verdict"] = "rejected"
+        report["failures"] = report["failures"] + fallback_failures
     report["warnings"] = conversion_warnings + report["warnings"]
-    report["timings"] = {"convert_s": round(convert_s, 3),
-                         "verify_s": round(time.perf_counter() - started - convert_s, 3), **shared_timings}
+    timings["verify_s"] = time.perf_counter() - verify_started
+    report["timings"] = {**{k: round(v, 3) for k, v in timings.items()}, **shared_timings}
     golden = report.pop("golden", None)
     files = [target.output, "report.json"]
     (stage / "report.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
@@ -778,10 +874,8 @@ def verify_model(model_bytes: bytes, eval_inputs, labels, reference, thresholds:
             warnings.append(f"verification waived: {thresholds['waive']}")
         return {"verdict": verdict, "failures": failures, "warnings": warnings, "metrics": {},
                 "latency_ms": None, "signature": signature, "uses_flex": True, "golden": None}
-    candidate, raw_in, raw_out = verify.run(model_bytes, signature, eval_inputs, batch)
-    used = len(next(iter(candidate.values())))
-    metrics = verify.compare({k: v[:used] for k, v in reference.items()}, candidate,
-                             labels[:used] if labels is not None else None, kinds)
+    metrics, raw_in, raw_out = verify.measure(model_bytes, signature, eval_inputs, labels, reference, batch, kinds)
+    used = metrics["samples"]
     latency = verify.median_latency_ms(model_bytes, signature, eval_inputs, int(thresholds["latency_runs"]),
                                        int(thresholds["latency_threads"]))
     failures = verify.judge(metrics, thresholds, size_kb, latency)

@@ -18,13 +18,14 @@ from dataclasses import dataclass, field
 
 from tfbuild import jsonfile
 from tfbuild.errors import UserError
-from tfbuild.jsonfile import Damage, MapOf
+from tfbuild.jsonfile import Damage, ListOf, MapOf
 from tfbuild.plan import TargetPlan, diff_inputs
 from tfbuild.project import Project
 
 LOCK_VERSION = 1
 DIGESTS = MapOf((str, type(None)))
-ENTRY = {"key": str, "inputs": DIGESTS, "versions": DIGESTS, "outputs": DIGESTS}
+FALLBACK = {"layers": ListOf(str), "search_key": str}  # float_fallback: auto's choice
+ENTRY = {"key": str, "inputs": DIGESTS, "versions": DIGESTS, "outputs": DIGESTS, "float_fallback?": FALLBACK}
 HEADER = {"lock_version": int, "targets": MapOf(object)}
 REGENERATE = "run tfbuild to regenerate it from the build state, then commit it"
 

@@ -111,7 +111,8 @@ class DataSection(Strict):
 
 class Thresholds(Strict):
     top1_agreement: float | None = Field(None, ge=0, le=1, description=(
-        "Minimum share of samples whose arg-max equals the source model's (classifier outputs)."))
+        "Minimum share of samples whose arg-max the source model scores within one output "
+        "quantization step of its own top score (classifier outputs; near-ties count as agreeing)."))
     min_accuracy: float | None = Field(None, ge=0, le=1, description=(
         "Minimum accuracy against the evaluation labels."))
     max_accuracy_drop: float | None = Field(None, ge=0, le=1, description=(
@@ -139,6 +140,17 @@ class Target(Strict):
         "Allow TensorFlow ops that have no builtin LiteRT kernel. The app then needs the Flex runtime."))
     accept: Thresholds | None = Field(None, description="Acceptance thresholds; override `accept` defaults.")
     output: str = Field("model.tflite", description="File name of the model inside the target's directory.")
+    float_fallback: Literal["none", "auto"] | list[Annotated[str, StringConstraints(min_length=1)]] = Field(
+        "none", description=(
+            "quantize: int8 only. Layers kept in float inside the integer model. none: every layer "
+            "quantized. A list: Keras layer names, output tensor names (as the report lists them) or "
+            "op types (FULLY_CONNECTED, CONV_2D). auto: when the fully quantized model misses a "
+            "threshold, rank the layers by their quantization error and keep the fewest in float "
+            "that make every threshold pass (recorded in tfbuild.lock; reused while the key is "
+            "unchanged)."))
+    max_float_layers: int = Field(8, ge=1, description=(
+        "float_fallback: auto keeps at most this many layers in float; if no such set passes, "
+        "the target is rejected with the best result and the sets it tried."))
 
     @model_validator(mode="after")
     def _io_matches_quantization(self) -> "Target":
@@ -146,6 +158,11 @@ class Target(Strict):
             raise ValueError(f"io: {self.io} needs quantize: int8 (got quantize: {self.quantize})")
         if self.io == "int16" and self.quantize != "int16x8":
             raise ValueError(f"io: int16 needs quantize: int16x8 (got quantize: {self.quantize})")
+        if self.float_fallback != "none" and self.quantize != "int8":
+            raise ValueError(f"float_fallback needs quantize: int8 (got quantize: {self.quantize}); "
+                             "TensorFlow's int16x8 quantizer cannot keep chosen layers in float")
+        if isinstance(self.float_fallback, list) and not self.float_fallback:
+            raise ValueError("float_fallback: an empty list; use none")
         return self
 
     @field_validator("output")

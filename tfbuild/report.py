@@ -87,7 +87,7 @@ class Progress:
             self._bar.stop()
 
 
-def _headline_metrics(report: dict) -> str:
+def headline_metrics(report: dict) -> str:
     metrics = report.get("metrics") or {}
     parts = []
     accuracy = metrics.get("accuracy")
@@ -96,11 +96,41 @@ def _headline_metrics(report: dict) -> str:
     for name, m in (metrics.get("outputs") or {}).items():
         prefix = f"{name} " if len(metrics["outputs"]) > 1 else ""
         if "top1_agreement" in m:
-            parts.append(f"{prefix}top1 {m['top1_agreement']:.3f}")
+            ties = f" ({m['near_ties']} near-ties)" if m.get("near_ties") else ""
+            parts.append(f"{prefix}top1 {m['top1_agreement']:.3f}{ties}")
         parts.append(f"{prefix}cos {m['cosine']:.4f}")
     if not metrics:
         parts.append(report.get("verdict", ""))
     return ", ".join(parts)
+
+
+def layer_lines(report: dict, count: int = 8) -> list[str]:
+    """What `explain` says about an integer target's layers: those kept in float (and how they
+    were chosen, or the sets an unsuccessful search tried) and the worst layers of the fully
+    quantized model, worst first."""
+    from tfbuild.fallback import layer_labels
+    from tfbuild.layer_error import worst
+
+    rows = report.get("layer_errors") or []
+    info = report.get("float_fallback") or {}
+    lines = []
+    if info.get("mode") not in (None, "none"):
+        how = f", search: {info['search']}" if info.get("search") else ""
+        kept = ", ".join(layer_labels(info.get("layers") or [], rows)) or "none"
+        lines.append(f"float_fallback: {info['mode']}{how}; kept in float: {kept}")
+        if info.get("mode") == "auto" and not info.get("passed") and info.get("tried"):
+            lines.append(f"  tried {len(info['tried'])} set(s) of at most {info.get('max_float_layers')} "
+                         "layer(s), none passed:")
+            lines += [f"    [{', '.join(layer_labels(layers, rows)) or 'none'}]" for layers in info["tried"]]
+    if rows:
+        lines.append("worst layers of the fully quantized model (cost: what quantizing it adds; error: "
+                     "relative to the signal; rmse/scale: in quantization steps):")
+        for row in worst(rows, count):
+            steps = f"{row['rmse_scale']:.3g}" if row["rmse_scale"] is not None else "float"
+            flag = "  kept in float" if row.get("kept_float") else ""
+            lines.append(f"  #{row['index']:<3} {row['op']:<16} cost {row.get('cost', 0.0):.3f}  error "
+                         f"{row['error']:.3f}  rmse/scale {steps:<6} {row['tensor']}{flag}")
+    return lines
 
 
 def summary_rows(outcomes) -> list[list[str]]:
@@ -115,7 +145,7 @@ def summary_rows(outcomes) -> list[list[str]]:
             size = f"{report['size_bytes'] / 1024:.1f} KiB"
             base = float_sizes.get(outcome.plan.loaded.name)
             ratio = f"{report['size_bytes'] / base:.2f}x" if base else ""
-            metrics = _headline_metrics(report)
+            metrics = headline_metrics(report)
             latency = f"{report['latency_ms']:.3f} ms" if report.get("latency_ms") is not None else ""
         elif outcome.messages:
             metrics = outcome.messages[0].splitlines()[0]  # whole: the column wraps

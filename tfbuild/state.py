@@ -3,7 +3,8 @@
 The state remembers, per target, the key it was built with, the inputs and resolved config
 behind that key (so `explain` can name what changed) and the digests of its outputs. The lock
 is the committed, diff-friendly subset: per target its inputs, outputs and tool versions, for
-the last build that passed. Both are written only after the outputs are in place.
+the last build that passed, and the layers `float_fallback: auto` kept in float (with the key
+of the search that chose them, so a build with the same inputs reuses them without searching). Both are written only after the outputs are in place.
 
 Neither is trusted blindly: an entry of the state that is damaged (a truncated file, a hand
 edit) is dropped and its target rebuilt, and a damaged lock (a merge conflict) is rewritten
@@ -18,7 +19,8 @@ from pathlib import Path
 
 from tfbuild import jsonfile
 from tfbuild.jsonfile import Damage, ListOf, MapOf, Maybe, OneOf
-from tfbuild.lockfile import DIGESTS, Lock, read_lock
+from tfbuild.fallback import lock_record
+from tfbuild.lockfile import DIGESTS, FALLBACK, Lock, read_lock
 from tfbuild.lockfile import ENTRY as LOCK_ENTRY
 from tfbuild.plan import REPORT_FILE, TargetPlan, diff_config, diff_inputs
 from tfbuild.project import Project, write_json_atomic
@@ -30,7 +32,7 @@ ENTRY = {
     "key": str, "inputs": DIGESTS, "config": MapOf(object), "outputs": DIGESTS,
     "verdict": OneOf(frozenset({"passed", "failed", "rejected"})), "time": (int, float),
     "loader_key?": Maybe(str), "loader_inputs?": Maybe(DIGESTS), "loader_outputs?": DIGESTS,
-    "failures?": Maybe(ListOf(str)), "last_good?": Maybe(LOCK_ENTRY),
+    "failures?": Maybe(ListOf(str)), "last_good?": Maybe(LOCK_ENTRY), "float_fallback?": FALLBACK,
 }
 
 
@@ -69,6 +71,9 @@ class BuildState:
             "loader_outputs": {self.project.rel(p): digests.file(p) for p in loader_outputs or []},
             "verdict": verdict, "failures": failures, "time": time.time(),
         }
+        chosen = lock_record(plan.read_output(REPORT_FILE)) if verdict == "passed" else None
+        if chosen is not None:
+            entry["float_fallback"] = chosen  # what the next build reuses while the key holds
         previous = self.targets.get(plan.id)
         if verdict != "passed" and previous and previous.get("verdict") == "passed":
             entry["last_good"] = _last_good(previous)
@@ -161,12 +166,15 @@ def _last_good(entry: dict) -> dict:
     churn; the shipped files (model, loaders, golden vectors) are deterministic."""
     inputs = entry["inputs"]
     outputs = {**entry["outputs"], **entry.get("loader_outputs", {})}
-    return {
+    good = {
         "key": entry["key"],
         "inputs": {k: v for k, v in inputs.items() if not k.startswith("version:")},
         "versions": {k.removeprefix("version:"): v for k, v in inputs.items() if k.startswith("version:")},
         "outputs": {k: v for k, v in outputs.items() if not k.endswith("/" + REPORT_FILE)},
     }
+    if entry.get("float_fallback"):
+        good["float_fallback"] = entry["float_fallback"]  # the layers kept in float, and its search key
+    return good
 
 
 def _changed_outputs(project: Project, recorded: dict[str, str]) -> list[str]:

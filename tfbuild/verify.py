@@ -42,25 +42,29 @@ def effective_thresholds(quantize: str, *layers: dict | None) -> tuple[dict, boo
 
 # ---------------------------------------------------------------- model inspection
 
-def _ops(model_bytes: bytes) -> list[str]:
-    from ai_edge_litert import schema_py_generated as schema
-
-    model = schema.Model.GetRootAsModel(model_bytes, 0)
+def opcode_names(model, schema) -> list[str]:
+    """The name of each operator code of a parsed model (builtin name, or the custom op's name)."""
     names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    ops = set()
+    found = []
     for i in range(model.OperatorCodesLength()):
         code = model.OperatorCodes(i)
         builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
         custom = code.CustomCode()
-        ops.add(custom.decode() if custom else names.get(builtin, str(builtin)))
-    return sorted(ops)
+        found.append(custom.decode() if custom else names.get(builtin, str(builtin)))
+    return found
+
+
+def _ops(model_bytes: bytes) -> list[str]:
+    from ai_edge_litert import schema_py_generated as schema
+
+    return sorted(set(opcode_names(schema.Model.GetRootAsModel(model_bytes, 0), schema)))
 
 
 def uses_flex(sig: dict) -> bool:
     return any(op.startswith(FLEX_PREFIX) for op in sig["ops"])
 
 
-def _tensor(name: str, tensor, schema) -> dict:
+def tensor_info(name: str, tensor, schema) -> dict:
     types = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
     shape = [int(d) for d in tensor.ShapeAsNumpy()] if tensor.ShapeLength() else []
     shape_signature = ([int(d) for d in tensor.ShapeSignatureAsNumpy()]
@@ -84,7 +88,7 @@ def signature(model_bytes: bytes) -> dict:
     graph = model.Subgraphs(sig.SubgraphIndex())
 
     def tensors(count, get):
-        return [_tensor(get(i).Name().decode(), graph.Tensors(get(i).TensorIndex()), schema)
+        return [tensor_info(get(i).Name().decode(), graph.Tensors(get(i).TensorIndex()), schema)
                 for i in range(count)]
     return {
         "signature_key": sig.SignatureKey().decode(),
@@ -156,6 +160,17 @@ def median_latency_ms(model_bytes: bytes, sig: dict, inputs: dict[str, np.ndarra
     return statistics.median(times)
 
 
+def measure(model_bytes: bytes, sig: dict, inputs: dict[str, np.ndarray], labels, reference: dict,
+            batch: int, kinds: dict[str, str] | None) -> tuple[dict, dict, dict]:
+    """(metrics, raw inputs fed, raw outputs): the candidate run on every sample and compared with
+    the source model's outputs, top-1 agreement at each output's own quantization step."""
+    candidate, raw_in, raw_out = run(model_bytes, sig, inputs, batch)
+    used = len(next(iter(candidate.values())))
+    metrics = compare({k: v[:used] for k, v in reference.items()}, candidate,
+                      labels[:used] if labels is not None else None, kinds, output_steps(model_bytes, sig))
+    return metrics, raw_in, raw_out
+
+
 # ---------------------------------------------------------------- metrics and verdict
 
 def _is_classifier(array: np.ndarray) -> bool:
@@ -183,7 +198,54 @@ def output_kinds(reference: dict[str, np.ndarray], known: dict[str, str], labels
     return kinds
 
 
-def output_metrics(reference: np.ndarray, candidate: np.ndarray, kind: str = "values") -> dict:
+FLOAT_TIE = 1e-6  # relative to the row's largest score: a float output's near-tie tolerance
+
+
+def output_steps(model_bytes: bytes, sig: dict) -> dict[str, float]:
+    """Each output's quantization step: its own scale when the output is an integer tensor, the
+    scale of the tensor a final DEQUANTIZE reads when the model hands out floats computed in
+    integers (io: float32). Outputs computed in float are absent."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.Model.GetRootAsModel(model_bytes, 0)
+    graph = model.Subgraphs(model.SignatureDefs(0).SubgraphIndex())
+    dequantize = {i for i, name in enumerate(opcode_names(model, schema)) if name == "DEQUANTIZE"}
+    producer_input = {}
+    for i in range(graph.OperatorsLength()):
+        op = graph.Operators(i)
+        if op.OpcodeIndex() in dequantize and op.InputsLength():
+            producer_input[int(op.Outputs(0))] = int(op.Inputs(0))
+    by_name = {graph.Tensors(i).Name().decode(): i for i in range(graph.TensorsLength())}
+    steps = {}
+    for tensor in sig["outputs"]:
+        if tensor["quantization"]:
+            steps[tensor["name"]] = tensor["quantization"]["scale"]
+            continue
+        index = by_name.get(tensor["name"])
+        source = producer_input.get(index) if index is not None else None
+        quant = graph.Tensors(source).Quantization() if source is not None else None
+        if quant is not None and quant.ScaleLength():
+            steps[tensor["name"]] = float(quant.ScaleAsNumpy()[0])
+    return steps
+
+
+def _agreement(ref: np.ndarray, got: np.ndarray, step: float | None) -> dict:
+    """Top-1 agreement fair to near-ties: a sample agrees when the converted model's top class is
+    one the source model scores within `step` (one quantization step of the output, or a float
+    epsilon) of its own top score. `near_ties` counts the samples whose two best source scores
+    are that close: for them either class is a fair answer of a model with that resolution."""
+    top = ref.max(1)
+    tolerance = np.full(len(ref), step) if step else FLOAT_TIE * np.maximum(np.abs(top), 1.0)
+    chosen = ref[np.arange(len(ref)), got.argmax(1)]
+    runner_up = np.sort(ref, axis=1)[:, -2]
+    return {"top1_agreement": float(np.mean(chosen >= top - tolerance)),
+            "top1_exact": float(np.mean(ref.argmax(1) == got.argmax(1))),
+            "near_ties": int(np.sum(top - runner_up <= tolerance)),
+            "tie_tolerance": float(step) if step else FLOAT_TIE}
+
+
+def output_metrics(reference: np.ndarray, candidate: np.ndarray, kind: str = "values",
+                   step: float | None = None) -> dict:
     ref = reference.astype(np.float64).reshape(len(reference), -1)
     got = candidate.astype(np.float64).reshape(len(candidate), -1)
     finite = bool(np.isfinite(got).all())
@@ -200,17 +262,22 @@ def output_metrics(reference: np.ndarray, candidate: np.ndarray, kind: str = "va
         "snr_db": (math.inf if noise == 0 else 10 * math.log10(signal / noise)) if finite and signal > 0 else -math.inf,
     }
     if kind == "scores" and _is_classifier(reference):
-        metrics["top1_agreement"] = float(np.mean(ref.argmax(1) == got.argmax(1))) if finite else 0.0
+        metrics.update(_agreement(ref, got, step) if finite else
+                       {"top1_agreement": 0.0, "top1_exact": 0.0, "near_ties": 0, "tie_tolerance": step or FLOAT_TIE})
     return metrics
 
 
 def compare(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray],
-            labels: np.ndarray | None, kinds: dict[str, str] | None = None) -> dict:
+            labels: np.ndarray | None, kinds: dict[str, str] | None = None,
+            steps: dict[str, float] | None = None) -> dict:
     """Per-output metrics, plus accuracy of both models on labels for the first `scores` output.
-    Without `kinds`, every output with two or more columns counts as scores."""
+    Without `kinds`, every output with two or more columns counts as scores; `steps` are the
+    outputs' quantization steps (`output_steps`), the tolerance of top-1 agreement."""
     if kinds is None:
         kinds = {n: "scores" if _is_classifier(v) else "values" for n, v in reference.items()}
-    per_output = {name: output_metrics(reference[name], candidate[name], kinds.get(name, "values"))
+    steps = steps or {}
+    per_output = {name: output_metrics(reference[name], candidate[name], kinds.get(name, "values"),
+                                       steps.get(name))
                   for name in reference}
     result: dict = {"outputs": per_output, "samples": len(next(iter(reference.values())))}
     classifier = next((n for n in reference if kinds.get(n) == "scores" and _is_classifier(reference[n])), None)
