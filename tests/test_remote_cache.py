@@ -1,0 +1,187 @@
+"""The shared cache against a real S3 server: moto's standalone server on 127.0.0.1 (random
+port), reached by tfbuild through the standard AWS environment, exactly as it would reach AWS.
+
+One project is built once and pushed; every test then works on fresh clones of it (recipes,
+models, data and the committed lock; no build/ and no .tfbuild/), as a teammate or CI would.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from conftest import Project
+from models import write_dense_project
+
+pytestmark = pytest.mark.slow
+
+BUCKET = "tfbuild-cache"
+MOBILE = "mobile:\n  android: {package: com.example.clf, class_name: Classifier}\n"
+CONVERTED = ("model.tflite", "golden.json")  # report.json holds timings of the run that made it
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """A moto S3 server in this process (tfbuild talks to it from its own subprocess)."""
+    import s3fs
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+           "TFBUILD_CACHE_KEY": ""}
+    fs = s3fs.S3FileSystem(key="testing", secret="testing", endpoint_url=env["AWS_ENDPOINT_URL"],
+                           use_listings_cache=False)
+    fs.mkdir(BUCKET)
+    yield env, fs
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def origin(s3, tmp_path_factory):
+    """The project as CI builds it on main: built once, pushed to s3://tfbuild-cache/main."""
+    env, _ = s3
+    project = Project(tmp_path_factory.mktemp("origin") / "proj")
+    write_dense_project(project, targets="fp32: {}\nint8: {quantize: int8}", extra=MOBILE)
+    result = project.run("--cache", f"s3://{BUCKET}/main", env=env)
+    assert result.code == 0 and "2 built" in result.out, result.text
+    assert "warning" not in result.out, result.out
+    return project
+
+
+def clone(origin: Project, where) -> Project:
+    """What `git clone` gives a teammate: sources and the committed lock, nothing built."""
+    root = where / "clone"
+    for name in ("recipes", "models", "data", "tfbuild.lock"):
+        source = origin.path(name)
+        (shutil.copytree if source.is_dir() else shutil.copy2)(source, root / name)
+    return Project(root)
+
+
+def run_watched(project: Project, env: dict, *args: str):
+    """The CLI in a fresh interpreter that reports whether it imported TensorFlow."""
+    script = ("import sys\nfrom tfbuild.cli import main\n"
+              f"code = main(['-C', {str(project.root)!r}, *{list(args)!r}])\n"
+              "print('HEAVY', [m for m in ('tensorflow', 'keras') if m in sys.modules])\n"
+              "sys.exit(code)\n")
+    import os
+
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env={**os.environ, **env}, timeout=300)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def workers_started(project: Project) -> list[str]:
+    logs = project.path(".tfbuild/logs")
+    return sorted(p.name for p in logs.glob("*.log")) if logs.is_dir() else []
+
+
+def test_a_fresh_clone_pulls_every_target_without_tensorflow(origin, s3, tmp_path):
+    env, _ = s3
+    teammate = clone(origin, tmp_path)
+    code, out = run_watched(teammate, env, "--cache", f"s3://{BUCKET}/main")
+    assert code == 0, out
+    assert "cached clf:fp32" in out and "cached clf:int8" in out and "2 cached" in out, out
+    assert "HEAVY []" in out and workers_started(teammate) == []
+    for target in ("fp32", "int8"):
+        for name in CONVERTED:
+            assert teammate.path(f"build/clf/{target}/{name}").read_bytes() == \
+                origin.path(f"build/clf/{target}/{name}").read_bytes()
+        loader = f"build/clf/{target}/android/src/main/kotlin/com/example/clf/Classifier.kt"
+        assert teammate.path(loader).read_text() == origin.path(loader).read_text()  # rendered here
+    assert teammate.run("check").code == 0
+    assert "all 2 target(s) up to date" in teammate.run().out  # and it is a normal build from now on
+    status = teammate.run("cache", "status", "--cache", f"s3://{BUCKET}/main", env=env)
+    assert status.code == 0 and "2 of 2 target(s) remote" in status.out, status.text
+
+
+def test_a_tampered_blob_is_refused_and_the_target_built_here(origin, s3, tmp_path):
+    env, fs = s3
+    prefix = f"{BUCKET}/tampered"
+    fs.copy(f"{BUCKET}/main", prefix, recursive=True)
+    entry = next(json.loads(fs.cat(p)) for p in fs.ls(f"{prefix}/v1/ac") if "fp32" in fs.cat(p).decode())
+    digest = entry["files"]["model.tflite"]
+    fs.pipe(f"{prefix}/v1/cas/{digest[:2]}/{digest}", b"TFL3 a model somebody slipped in")
+    teammate = clone(origin, tmp_path)
+    result = teammate.run("--cache", f"s3://{prefix}", env=env)
+    assert result.code == 0, result.text
+    assert "blob model.tflite of clf:fp32 does not match its digest: refused" in result.out
+    assert "built clf:fp32" in result.out and "cached clf:int8" in result.out
+    assert b"slipped in" not in teammate.path("build/clf/fp32/model.tflite").read_bytes()
+    assert teammate.run("check").code == 0
+
+
+def test_an_entry_whose_blob_is_missing_is_built_here(origin, s3, tmp_path):
+    env, fs = s3
+    prefix = f"{BUCKET}/missing"
+    fs.copy(f"{BUCKET}/main", prefix, recursive=True)
+    for path in fs.ls(f"{prefix}/v1/ac"):
+        digest = json.loads(fs.cat(path))["files"]["golden.json"]
+        fs.rm(f"{prefix}/v1/cas/{digest[:2]}/{digest}")
+    teammate = clone(origin, tmp_path)
+    result = teammate.run("--cache", f"s3://{prefix}", env=env)
+    assert result.code == 0 and "2 built" in result.out, result.text
+    assert "names a blob that is missing: refused" in result.out
+    assert not list(teammate.root.rglob(".tfbuild-staging-*"))  # nothing partial left behind
+
+
+def test_signed_entries_are_trusted_only_with_the_same_key(origin, s3, tmp_path):
+    env, fs = s3
+    url = f"s3://{BUCKET}/signed"
+    writer = clone(origin, tmp_path / "writer")
+    assert writer.run("--cache", url, env={**env, "TFBUILD_CACHE_KEY": "k1"}).code == 0
+    assert all("hmac" in json.loads(fs.cat(p)) for p in fs.ls(f"{BUCKET}/signed/v1/ac"))
+    same = clone(origin, tmp_path / "same")
+    pulled = same.run("--cache", url, env={**env, "TFBUILD_CACHE_KEY": "k1"})
+    assert "2 cached" in pulled.out, pulled.text
+    other = clone(origin, tmp_path / "other")
+    refused = other.run("--cache", url, "--cache-mode", "read", env={**env, "TFBUILD_CACHE_KEY": "k2"})
+    assert refused.code == 0 and "wrongly signed" in refused.out and "2 built" in refused.out, refused.text
+    unsigned = clone(origin, tmp_path / "unsigned")
+    refused = unsigned.run("--cache", f"s3://{BUCKET}/main", "--cache-mode", "read",
+                           env={**env, "TFBUILD_CACHE_KEY": "k1"})
+    assert "is unsigned" in refused.out and "2 built" in refused.out, refused.text
+
+
+def test_an_unreachable_cache_is_one_warning_and_the_build_goes_on(origin, s3, tmp_path):
+    env, _ = s3
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    teammate = clone(origin, tmp_path)
+    result = teammate.run("--cache", f"s3://{BUCKET}/main", env={**env, "AWS_ENDPOINT_URL": dead})
+    assert result.code == 0 and "2 built" in result.out, result.text
+    assert result.out.count("warning: cache s3://") == 1 and "building locally" in result.out
+    assert "Traceback" not in result.text
+
+
+def test_read_mode_never_writes_and_cache_push_uploads_what_is_built(origin, s3, tmp_path):
+    env, fs = s3
+    url = f"s3://{BUCKET}/readonly"
+    teammate = clone(origin, tmp_path)
+    assert teammate.run("--cache", url, "--cache-mode", "read", env=env).code == 0
+    assert not fs.exists(f"{BUCKET}/readonly")
+    pushed = teammate.run("cache", "push", "--cache", url, env=env)
+    assert pushed.code == 0 and "pushed 2 of 2 target(s)" in pushed.out, pushed.text
+    assert len(fs.ls(f"{BUCKET}/readonly/v1/ac")) == 2
+
+
+def test_a_shared_folder_works_as_a_cache(origin, tmp_path):
+    store = tmp_path / "shared-cache"
+    first = clone(origin, tmp_path / "first")
+    assert first.run("--cache", store.as_uri()).code == 0
+    assert len(list((store / "v1" / "ac").glob("*.json"))) == 2
+    assert not list(store.rglob("*.tmp"))  # written by rename, never seen half-written
+    second = clone(origin, tmp_path / "second")
+    pulled = second.run(env={"TFBUILD_CACHE": str(store)})
+    assert "2 cached" in pulled.out, pulled.text
+    third = clone(origin, tmp_path / "third")
+    third.write("tfbuild.yaml", f"cache: {{url: '{store}', mode: read}}\n")
+    assert "2 cached" in third.run().out
