@@ -138,28 +138,60 @@ class RemoteCache:
 
     # ------------------------------------------------------------ reading
 
-    def entry(self, plan) -> dict | None:
-        """The verified-looking entry for this target's key, or None (a miss, or refused)."""
-        if self.off:
-            return None
+    def _cat_many(self, paths: list[str]) -> dict[str, bytes | Exception]:
+        """Fetch many objects at once (s3fs and gcsfs fetch them concurrently); a missing
+        object comes back as its exception, a backend fault raises."""
+        if not paths:
+            return {}
+        found = self._filesystem().cat(paths, on_error="return")
+        if not isinstance(found, dict):  # a single path comes back bare
+            found = {paths[0]: found}
+        return found
+
+    def entries(self, plans) -> dict[str, dict]:
+        """Trusted entries of the targets that are in the cache, by target id (one round trip)."""
+        if self.off or not plans:
+            return {}
         try:
-            fs = self._filesystem()
-            path = self._entry_path(plan.key)
-            if not fs.exists(path):
-                return None
-            entry = json.loads(fs.cat_file(path))
-        except (ValueError, UnicodeDecodeError) as err:
-            self.warn(f"cache: the entry of {plan.id} is unreadable ({err}): refused")
-            return None
+            paths = {self._filesystem_path(plan): plan for plan in plans}
+            found = self._cat_many(list(paths))
         except Exception as err:  # any backend error: network, credentials, missing bucket
             self._fault("unreachable or misconfigured", err)
-            return None
-        return entry if self._trusted(plan, entry) else None
+            return {}
+        entries = {}
+        for path, plan in paths.items():
+            data = found.get(path)
+            if data is None or isinstance(data, FileNotFoundError):
+                continue
+            if isinstance(data, Exception):
+                self._fault("unreachable or misconfigured", data)
+                return {}
+            try:
+                entry = json.loads(data)
+            except (ValueError, UnicodeDecodeError) as err:
+                self.warn(f"cache: the entry of {plan.id} is unreadable ({err}): refused")
+                continue
+            if self._trusted(plan, entry):
+                entries[plan.id] = entry
+        return entries
 
-    def _trusted(self, plan, entry: dict) -> bool:
+    def _filesystem_path(self, plan) -> str:
+        self._filesystem()
+        return self._entry_path(plan.key)
+
+    def entry(self, plan) -> dict | None:
+        return self.entries([plan]).get(plan.id)
+
+    def _trusted(self, plan, entry) -> bool:
         files = entry.get("files") if isinstance(entry, dict) else None
-        if entry.get("key") != plan.key or not isinstance(files, dict) or not files:
+        if not isinstance(entry, dict) or entry.get("key") != plan.key or not isinstance(files, dict) \
+                or not files or not all(isinstance(d, str) for d in files.values()):
             self.warn(f"cache: the entry of {plan.id} does not describe its key: refused")
+            return False
+        unsafe = [name for name in files if not isinstance(name, str) or Path(name).name != name
+                  or name in (".", "..")]
+        if unsafe:
+            self.warn(f"cache: the entry of {plan.id} names a file outside its folder ({unsafe[0]!r}): refused")
             return False
         if self.config.secret is not None:
             signature = entry.get("hmac")
@@ -169,40 +201,34 @@ class RemoteCache:
                 return False
         return True
 
-    def fetch(self, plan, stage: Path) -> list[str] | None:
-        """Download a hit's files into `stage`, each checked against its digest. None on a miss,
-        a fault or a mismatch; nothing partial is left behind."""
-        entry = self.entry(plan)
-        if entry is None:
-            return None
-        stage.mkdir(parents=True, exist_ok=True)
-        names = []
+    def fetch_all(self, plans) -> dict[str, dict[str, bytes]]:
+        """Every hit's files, checked against their digests, by target id: entries in one round
+        trip, blobs in another. A target with a bad or missing blob is left out (built here)."""
+        entries = self.entries(plans)
+        wanted = {digest: self._blob_path(digest) for e in entries.values() for digest in e["files"].values()}
         try:
-            for name, digest in sorted(entry["files"].items()):
-                if Path(name).name != name or name in (".", ".."):
-                    raise ValueError(f"file name {name!r} is not a plain name")
-                data = self._fs.cat_file(self._blob_path(digest))
-                if sha256_bytes(data) != digest:
-                    self.warn(f"cache: blob {name} of {plan.id} does not match its digest: refused")
-                    return self._discard(stage, names)
-                (stage / name).write_bytes(data)
-                names.append(name)
-        except FileNotFoundError:
-            self.warn(f"cache: the entry of {plan.id} names a blob that is missing: refused")
-            return self._discard(stage, names)
-        except ValueError as err:
-            self.warn(f"cache: the entry of {plan.id} is malformed ({err}): refused")
-            return self._discard(stage, names)
+            blobs = self._cat_many(sorted(set(wanted.values())))
         except Exception as err:
             self._fault("failed during a download", err)
-            return self._discard(stage, names)
-        return names
-
-    @staticmethod
-    def _discard(stage: Path, names: list[str]) -> None:
-        for name in names:
-            (stage / name).unlink(missing_ok=True)
-        return None
+            return {}
+        hits = {}
+        for target, entry in entries.items():
+            files = {}
+            for name, digest in sorted(entry["files"].items()):
+                data = blobs.get(wanted[digest])
+                if isinstance(data, FileNotFoundError) or data is None:
+                    self.warn(f"cache: the entry of {target} names a blob that is missing: refused")
+                    break
+                if isinstance(data, Exception):
+                    self._fault("failed during a download", data)
+                    return {}
+                if sha256_bytes(data) != digest:
+                    self.warn(f"cache: blob {name} of {target} does not match its digest: refused")
+                    break
+                files[name] = data
+            else:
+                hits[target] = files
+        return hits
 
     # ------------------------------------------------------------ writing
 

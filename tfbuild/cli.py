@@ -127,12 +127,13 @@ def cmd_build(project, options) -> int:
         return _print_dry_run(plans)
     with _exclusive(project):
         started = time.perf_counter()
+        cache = _cache(project, options)
+        remote = _remote(cache)
         selected = project.select(patterns, overrides)  # recipe mistakes surface before any worker
         everything = _converts_everything(project, options)
         if everything:  # and input files that are not what they claim, before the warm worker
             for loaded, _ in selected:
                 inputs_check.check_recipe(project, loaded)
-        cache = _cache(project, options)
         warm = _warm_worker(project) if everything and cache is None else []  # a cache may spare TF
         try:
             plans, state = _classified(project, patterns, overrides, options.always_make, selected)
@@ -150,7 +151,8 @@ def cmd_build(project, options) -> int:
             from tfbuild.run import Builder, Options
 
             progress = Progress(len(plans), verbose=options.verbose)
-            remote = _remote(cache, progress)
+            if remote is not None:
+                remote.warn = progress.warn
             builder = Builder(project, state, progress, Options(
                 max(1, options.jobs), options.keep_going, cache=remote, read_cache=not options.always_make), warm)
             try:
@@ -177,12 +179,12 @@ def _cache(project, options):
     return configure(project.root, options.cache, options.cache_mode, getattr(options, "no_cache", False))
 
 
-def _remote(config, progress):
+def _remote(config):
     if config is None:
         return None
     from tfbuild.cache import RemoteCache
 
-    return RemoteCache(config, progress.warn)
+    return RemoteCache(config, warn=lambda message: print(f"warning: {message}"))  # until progress exists
 
 
 def cmd_cache(project, options) -> int:

@@ -72,6 +72,11 @@ class Progress:
         for warning in outcome.warnings:
             self.line(f"    warning: {warning}", markup=False)
 
+    def idle(self, recipe: str) -> None:
+        if self._bar is not None:
+            self._activity.pop(recipe, None)
+            self._bar.update(self._task, description=" | ".join(self._activity.values()))
+
     def warn(self, message: str) -> None:
         self.line(f"warning: {message}", markup=False)
 

@@ -15,6 +15,8 @@ read so the build can hash them into its cache key.
 
 from __future__ import annotations
 
+import functools
+
 from pathlib import Path
 
 from tfbuild.codegen import android, ios
@@ -121,11 +123,18 @@ def _check_overrides(template_dirs: list[Path] | None) -> None:
 
 
 def _environment(template_dirs: list[Path] | None):
-    """Overrides win because FileSystemLoader searches its directories in order."""
+    """Overrides win because FileSystemLoader searches its directories in order. One
+    environment per search path and process, so that every target's loaders reuse the compiled
+    templates (jinja2 still notices an edited template by its mtime)."""
+    return _environment_for(tuple(str(d) for d in _search_path(template_dirs)))
+
+
+@functools.lru_cache(maxsize=8)
+def _environment_for(search_path: tuple[str, ...]):
     import jinja2
 
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader([str(d) for d in _search_path(template_dirs)]),
+        loader=jinja2.FileSystemLoader(list(search_path)),
         undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False,
         trim_blocks=True, lstrip_blocks=True)
     env.filters.update(FILTERS)
