@@ -237,16 +237,18 @@ def _converts_everything(project, options) -> bool:
 def _warm_worker(project) -> list:
     """Start importing TensorFlow in a worker while we plan, when conversion is certain anyway
     (`_converts_everything`). Otherwise planning decides first (a no-op stays light)."""
-    from tfbuild.run import start_worker
+    from tfbuild.pool import start_worker
 
     return [start_worker(str(project.private_dir("logs") / f"warm-{os.getpid()}.log"))]
 
 
 def _release(warm: list) -> None:
+    """Warm workers the build did not adopt (planning failed, or nothing to do) are killed."""
     if warm:
-        from tfbuild.run import release_warm
+        from tfbuild.pool import kill
 
-        release_warm(warm)
+        for worker in warm:
+            kill(worker)
 
 
 def _print_dry_run(plans) -> int:

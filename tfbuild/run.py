@@ -1,4 +1,4 @@
-"""The scheduler: worker processes per recipe, atomic promotion, then state and lock.
+"""The scheduler: jobs (one recipe's targets) to the worker pool, atomic promotion, then state and lock.
 
 Order of writes is the whole crash-safety story: a worker writes into a staging folder of its
 run beside the outputs (`build/<recipe>/.tfbuild-staging-<run>/`), the parent renames each
@@ -9,14 +9,12 @@ match (or the key is not recorded), so the next run rebuilds exactly what was in
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import secrets
 import shutil
 import signal
 import time
 from dataclasses import dataclass, field
-from multiprocessing.connection import wait
 from pathlib import Path
 
 from tfbuild.errors import UserError
@@ -50,8 +48,7 @@ class Options:
 class Job:
     recipe: str
     plans: list[TargetPlan]
-    process: object = None
-    connection: object = None
+    worker: object = None  # pool.Worker running it
     started: dict[str, float] = field(default_factory=dict)
     pending: list[str] = field(default_factory=list)
     stage: str = "starting"  # what the worker said it was doing last, for a crash report
@@ -60,7 +57,9 @@ class Job:
 class Builder:
     def __init__(self, project: Project, state: BuildState, progress, options: Options,
                  warm: list | None = None):
-        self.warm = warm or []
+        from tfbuild.pool import WorkerPool
+
+        self.pool = WorkerPool(options.jobs, warm)
         self.project = project
         self.state = state
         self.progress = progress
@@ -91,7 +90,7 @@ class Builder:
                     jobs.setdefault(plan.loaded.name, Job(plan.loaded.name, [])).plans.append(plan)
             self._run_jobs(list(jobs.values()))
         finally:
-            release_warm(self.warm)
+            self.pool.shutdown()
             _remove_staging(roots, self.run_id)
         return self.outcomes
 
@@ -132,13 +131,13 @@ class Builder:
     # ------------------------------------------------------------ workers
 
     def _run_jobs(self, queue: list[Job]) -> None:
-        running: dict[object, Job] = {}
+        running: dict[int, Job] = {}  # worker pid -> its job
         try:
             while queue or running:
                 while queue and len(running) < self.options.jobs and not self.stop_scheduling:
                     job = queue.pop(0)
-                    self._spawn(job)
-                    running[job.connection] = job
+                    self._submit(job)
+                    running[job.worker.pid] = job
                 if self.stop_scheduling:
                     for job in queue:
                         for plan in job.plans:
@@ -146,18 +145,15 @@ class Builder:
                     queue = []
                 if not running:
                     break
-                ready = wait(list(running) + [j.process.sentinel for j in running.values()], timeout=0.5)
-                for connection, job in list(running.items()):
-                    if connection in ready or job.process.sentinel in ready:
-                        if self._drain(job):
-                            running.pop(connection)
-                            self._reap(job)
+                for worker in self.pool.ready(timeout=0.5):
+                    job = running[worker.pid]
+                    if self._drain(job):
+                        running.pop(worker.pid)
         except KeyboardInterrupt:
-            for job in running.values():
-                job.process.terminate()
+            self.pool.shutdown()
             raise
 
-    def _spawn(self, job: Job) -> None:
+    def _submit(self, job: Job) -> None:
         first = job.plans[0].loaded
         payload = {
             "recipe": first.recipe.model_dump(), "file": first.file, "root": str(self.project.root),
@@ -165,26 +161,28 @@ class Builder:
             "targets": [{"name": p.name, "recipe": job.recipe, "versions": self.versions,
                          "stage": str(self._stage(p))} for p in job.plans],
         }
-        job.process, job.connection, _ = self.warm.pop() if self.warm else start_worker(None)
-        job.connection.send(payload)
+        job.worker = self.pool.submit(payload)
         job.pending = [p.name for p in job.plans]
-        self.progress.phase(job.recipe, job.recipe, "starting a worker (importing TensorFlow)")
+        warm = job.worker.jobs > 1 or job.worker.warm_log is not None
+        self.progress.phase(job.recipe, job.recipe, "starting" if warm else "starting a worker (importing TensorFlow)")
 
     def _drain(self, job: Job) -> bool:
-        """Handle every message available; True when the job is over."""
+        """Handle every message available; True when the job is over (its worker released)."""
+        connection, process = job.worker.connection, job.worker.process
         while True:
             try:
-                if not job.connection.poll():
-                    if job.process.is_alive():
+                if not connection.poll():
+                    if process.is_alive():
                         return False
-                    if not job.connection.poll():
+                    if not connection.poll():
                         self._worker_died(job)
                         return True
-                message = job.connection.recv()
+                message = connection.recv()
             except (EOFError, OSError):
                 self._worker_died(job)
                 return True
             if self._handle(job, message):
+                self.pool.release(job.worker)
                 return True
 
     def _plan(self, job: Job, name: str) -> TargetPlan:
@@ -235,8 +233,9 @@ class Builder:
         return self.project.rel(self.project.state_dir / "logs" / f"{job.recipe}.log")
 
     def _worker_died(self, job: Job) -> None:
-        job.process.join(timeout=5)
-        code = job.process.exitcode
+        job.worker.process.join(timeout=5)
+        code = job.worker.process.exitcode
+        self.pool.discard(job.worker)
         how = (f"killed by {signal.Signals(-code).name}" if code is not None and code < 0
                else f"exit code {code}")
         hint = " (out of memory?)" if code == -signal.SIGKILL else ""
@@ -246,12 +245,6 @@ class Builder:
         for name in list(job.pending):
             job.pending.remove(name)
             self._finish(Outcome(self._plan(job, name), status, messages=messages))
-
-    def _reap(self, job: Job) -> None:
-        job.process.join(timeout=10)
-        if job.process.is_alive():
-            job.process.kill()
-        job.connection.close()
 
     # ------------------------------------------------------------ promotion
 
@@ -330,28 +323,6 @@ def _remove_staging(roots: set[Path], run_id: str) -> None:
     for root in roots:
         for stale in root.glob(f"{STAGING_PREFIX}{run_id}"):
             shutil.rmtree(stale, ignore_errors=True)
-
-
-def start_worker(warm_log: str | None):
-    """A spawned worker and the parent's end of its duplex pipe."""
-    from tfbuild import worker
-
-    context = multiprocessing.get_context("spawn")
-    parent, child = context.Pipe(duplex=True)
-    process = context.Process(target=worker.main, args=(child, warm_log), daemon=True, name="tfbuild-worker")
-    process.start()
-    child.close()
-    return process, parent, warm_log
-
-
-def release_warm(warm: list) -> None:
-    """Stop unused warm workers at once: they hold nothing but a half-imported TensorFlow."""
-    while warm:
-        process, connection, log = warm.pop()
-        process.kill()
-        process.join()
-        connection.close()
-        Path(log).unlink(missing_ok=True)
 
 
 def promote(stage: Path, destination: Path, names: list[str]) -> list[Path]:

@@ -37,21 +37,43 @@ def _die_with_parent() -> None:
 
 
 def main(connection, warm_log: str | None = None) -> None:
-    from tfbuild.errors import UserError
-
+    """Run jobs until the parent sends None (or goes away). A worker of the pool imports
+    TensorFlow once and converts recipe after recipe; the parent recycles it after a number of
+    jobs or past a memory ceiling, since TensorFlow does not give back what a conversion took."""
     _die_with_parent()
     if warm_log is not None:
         _redirect_output(warm_log)
         from tfbuild.convert import warm_up
 
         warm_up()  # TensorFlow and Keras, imported while the parent plans
-    job = connection.recv()
-    if warm_log is not None:
-        os.replace(warm_log, job["log"])
-    else:
-        _redirect_output(job["log"])
-    sys.path.insert(0, job["root"])
+    first = True
+    while True:
+        try:
+            job = connection.recv()
+        except (EOFError, OSError):
+            job = None
+        if job is None:
+            break
+        if first and warm_log is not None:
+            os.replace(warm_log, job["log"])  # what the warm-up printed belongs to the first job
+        else:
+            _redirect_output(job["log"])
+        first = False
+        _run_one(job, connection)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    connection.close()
+    # Everything is written and reported: skip TensorFlow's slow interpreter teardown.
+    os._exit(0)
+
+
+def _run_one(job: dict, connection) -> None:
+    from tfbuild.errors import UserError
+
+    if job["root"] not in sys.path:
+        sys.path.insert(0, job["root"])
     os.chdir(job["root"])
+    _fresh_keras_names()
 
     def emit(message: dict) -> None:
         connection.send(message)
@@ -63,7 +85,7 @@ def main(connection, warm_log: str | None = None) -> None:
         emit({"event": "finished"})
     except UserError as err:
         emit({"event": "user_error", "error": err.to_dict()})
-    except BaseException as err:  # a bug, or user code raising: keep the traceback in the log
+    except Exception as err:  # a bug, or user code raising: keep the traceback in the log
         from tfbuild.convert import STAGE, describe_exception
 
         traceback.print_exc()
@@ -71,6 +93,10 @@ def main(connection, warm_log: str | None = None) -> None:
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
-        connection.close()
-    # Everything is written and reported: skip TensorFlow's slow interpreter teardown.
-    os._exit(0)
+
+
+def _fresh_keras_names() -> None:
+    """Keras numbers unnamed layers per process (`dense`, `dense_1`, ...): a model a py: factory
+    builds must get the same names (and so the same output names) whichever jobs ran before."""
+    if "keras" in sys.modules:
+        sys.modules["keras"].backend.clear_session()

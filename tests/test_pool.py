@@ -1,0 +1,53 @@
+"""The warm worker pool: workers run job after job, are retired after MAX_JOBS, and a model a
+py: factory builds gets the same names whichever jobs its worker ran before."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+FACTORY = """\
+import os
+import keras
+
+
+def make():
+    with open(os.path.join(os.path.dirname(__file__), "pids.txt"), "a") as pids:
+        pids.write(f"{os.getpid()}\\n")
+    keras.utils.set_random_seed(0)
+    x = keras.Input((4,), name="x")
+    return keras.Model(x, keras.layers.Dense(3)(keras.layers.Dense(5)(x)))  # unnamed layers
+"""
+
+
+@pytest.fixture
+def three(project):
+    project.write("factory.py", FACTORY)
+    for name in ("a", "b", "c"):
+        project.recipe(name, "tfbuild: 1\nmodel: {source: 'py:factory:make'}\ntargets: {fp32: {}}\n")
+    return project
+
+
+def workers(project) -> list[str]:
+    return project.path("pids.txt").read_text().split()
+
+
+def output_names(project, recipe: str) -> list[str]:
+    report = json.loads(project.path(f"build/{recipe}/fp32/report.json").read_text())
+    return [t["name"] for t in report["signature"]["outputs"]]
+
+
+def test_one_worker_runs_every_job_and_names_do_not_depend_on_it(three):
+    result = three.run("-j1")
+    assert result.code == 0 and "3 built" in result.out, result.text
+    assert len(workers(three)) == 3 and len(set(workers(three))) == 1  # TensorFlow imported once
+    assert output_names(three, "a") == output_names(three, "b") == output_names(three, "c")
+
+
+def test_workers_are_retired_after_max_jobs(three):
+    result = three.run("-j1", env={"TFBUILD_WORKER_MAX_JOBS": "1"})
+    assert result.code == 0, result.text
+    assert len(set(workers(three))) == 3
