@@ -673,8 +673,10 @@ def _calibratable(source: Source, target: Target, target_name: str) -> Source:
         return source
     twin = source.unrolled() if source.unrolled is not None else None
     if twin is not None and not twin.has_loop():
-        twin.warnings.append("recurrent layers were unrolled over their fixed sequence length so that "
-                             "integer calibration can run; the file grows with that length")
+        unrolled = ("recurrent layers were unrolled over their fixed sequence length so that "
+                    "integer calibration can run; the file grows with that length")
+        if unrolled not in twin.warnings:  # the twin is shared by the recipe's integer targets
+            twin.warnings.append(unrolled)
         return twin
     dynamic = [name for name, shape, _ in source.input_specs if None in shape[1:]]
     fix = f"set targets.{target_name}.quantize to dynamic or float16"
