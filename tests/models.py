@@ -144,3 +144,26 @@ def write_outlier_project(project, *, targets: str, outliers: int = 1, name: str
     model = outlier_classifier(project.path(f"models/{name}.keras"), outliers=outliers, samples=x)
     project.save_arrays(f"data/{name}.npz", features=x, labels=np.asarray(model(x)).argmax(1))
     write_recipe(project, name, targets)
+
+
+def rgb_classifier(path: Path | None = None, *, size: int = 4, classes: int = 3, seed: int = 0):
+    """A tiny image classifier: [size, size, 3] pixels (0..255) rescaled inside the model, as an
+    app's camera frames arrive."""
+    k = keras()
+    k.utils.set_random_seed(seed)
+    inputs = k.Input((size, size, 3), name="image")
+    x = k.layers.Flatten()(k.layers.Rescaling(1 / 255)(inputs))
+    outputs = k.layers.Dense(classes, activation="softmax", name="probs")(x)
+    model = k.Model(inputs, outputs)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        model.save(path)
+    return model
+
+
+def pixels(count: int = 48, size: int = 4, seed: int = 2) -> np.ndarray:
+    """Random pixels in 0..255 as float32, the first sample black and the second white (so an
+    integer input's calibrated range is the whole pixel range)."""
+    x = np.random.default_rng(seed).integers(0, 256, (count, size, size, 3)).astype(np.float32)
+    x[0], x[1] = 0.0, 255.0
+    return x

@@ -178,25 +178,21 @@ def _check_needs(loaded: LoadedRecipe, target_name: str) -> None:
                         hint="or set mobile.ios.api: compiled_model (LiteRT reads int8)")
 
 
-# Recipe sections every target's conversion depends on; optional ones only where a recipe has
-# them, so that recipes without them keep their keys.
-CONFIG_SECTIONS = ("model", "data", "accept")
-OPTIONAL_SECTIONS = ("metadata",)
-
-
-def _metadata_inputs(project: Project, loaded: LoadedRecipe, target: str) -> dict[str, str]:
-    """The labels files a target's TFLite metadata packs into the .tflite, and the version of the
-    extra that writes it: inputs of the conversion, like the model itself."""
+def _metadata_inputs(project: Project, loaded: LoadedRecipe, target: str) -> tuple[dict, dict[str, str]]:
+    """What a target's TFLite metadata adds to its key: the recipe's `metadata` section (config;
+    only for targets that have metadata, so that the others keep their keys), the labels files
+    it packs into the .tflite, and the version of the extra that writes it."""
     from tfbuild import metadata
 
     wanted = metadata.wanted(loaded.recipe, target, loaded.file)
     if wanted is None:
-        return {}
+        return {}, {}
+    config = flatten(loaded.raw["metadata"], "metadata") if loaded.raw.get("metadata") else {}
     found = {f"version:{metadata.EXTRA_DISTRIBUTION}": metadata.extra_version()}
     for key, spec in metadata.label_files(wanted).items():
         path = _input_path(project, loaded, spec, key)
         found[f"file:{project.rel(path)}"] = project.digests.file(path)
-    return found
+    return config, found
 
 
 def plan_recipe(project: Project, loaded: LoadedRecipe, target_names: list[str],
@@ -219,12 +215,12 @@ def plan_recipe(project: Project, loaded: LoadedRecipe, target_names: list[str],
     plans = []
     for name in target_names:
         _check_needs(loaded, name)
-        sections = CONFIG_SECTIONS + tuple(key for key in OPTIONAL_SECTIONS if key in raw)
-        config = flatten({key: raw.get(key) for key in sections})
+        config = flatten({key: raw.get(key) for key in ("model", "data", "accept")})
+        metadata_config, metadata_inputs = _metadata_inputs(project, loaded, name)
+        config.update(metadata_config)
         config.update(flatten(raw["targets"][name], f"targets.{name}"))
         config["output_dir"] = project.rel(out_root)
-        inputs = {**file_digests, **version_inputs, **_metadata_inputs(project, loaded, name),
-                  "config": sha256_json(config)}
+        inputs = {**file_digests, **version_inputs, **metadata_inputs, "config": sha256_json(config)}
         key = sha256_json(inputs)
         loader_inputs: dict[str, str] = {}
         loader_key = None
