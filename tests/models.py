@@ -15,6 +15,14 @@ def keras():
     return k
 
 
+def saved(model, path: Path | None):
+    """The model, saved to `path` first when one is given."""
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        model.save(path)
+    return model
+
+
 def dense_classifier(path: Path | None = None, *, features: int = 8, classes: int = 4, seed: int = 0,
                      hidden: int = 16):
     k = keras()
@@ -23,10 +31,7 @@ def dense_classifier(path: Path | None = None, *, features: int = 8, classes: in
     hidden = k.layers.Dense(hidden, activation="relu")(inputs)
     outputs = k.layers.Dense(classes, activation="softmax", name="probs")(hidden)
     model = k.Model(inputs, outputs)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        model.save(path)
-    return model
+    return saved(model, path)
 
 
 def features(count: int = 64, width: int = 8, seed: int = 1) -> np.ndarray:
@@ -132,10 +137,7 @@ def outlier_classifier(path: Path | None = None, *, outliers: int = 1, samples: 
         hidden = np.asarray(k.Model(x, head.input)(samples))
         b = -np.median(hidden @ w, axis=0)
     head.set_weights([w, b])
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        model.save(path)
-    return model
+    return saved(model, path)
 
 
 def write_outlier_project(project, *, targets: str, outliers: int = 1, name: str = "spiky") -> None:
@@ -155,10 +157,7 @@ def rgb_classifier(path: Path | None = None, *, size: int = 4, classes: int = 3,
     x = k.layers.Flatten()(k.layers.Rescaling(1 / 255)(inputs))
     outputs = k.layers.Dense(classes, activation="softmax", name="probs")(x)
     model = k.Model(inputs, outputs)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        model.save(path)
-    return model
+    return saved(model, path)
 
 
 def pixels(count: int = 48, size: int = 4, seed: int = 2) -> np.ndarray:
