@@ -131,6 +131,22 @@ def test_image_settings_on_an_input_that_is_not_an_image_are_located():
     assert "content: image" in caught.value.expected
 
 
+def test_image_inputs_image_tasks_cannot_read_as_verified_are_warned_about():
+    from tfbuild.metadata import image_task_warnings
+
+    def warnings(dtype, normalization, quantization=None):
+        meta = {"inputs": [{"name": "image", "content": "image", "normalization": normalization}]}
+        signature = {"inputs": [tensor("image", [1, 4, 4, 3], dtype, quantization)]}
+        return image_task_warnings(meta, signature)
+    identity = {"mean": [0.0], "std": [1.0]}
+    assert warnings("uint8", identity, {"scale": 1.0, "zero_point": 0}) == []
+    assert warnings("float32", identity) == []
+    (narrow,) = warnings("uint8", identity, {"scale": 0.9, "zero_point": 0})  # calibrated on 0..229
+    assert "reads as (p - 0) * 0.9" in narrow and "10.0% of the range" in narrow
+    assert "refuse it" in warnings("float32", None)[0]
+    assert "read uint8 or float32 images only" in warnings("int8", identity, {"scale": 1.0, "zero_point": -128})[0]
+
+
 # ------------------------------------------------------------------------------- the READMEs
 
 def metadata_for(inputs: list[dict]) -> dict:
@@ -148,7 +164,7 @@ def test_readmes_show_mediapipe_tasks_for_an_image_classifier_with_metadata():
     assert "ImageClassifier.createFromOptions(context, options)" in android
     assert 'setModelAssetPath("model.tflite")' in android and "com.google.mediapipe:tasks-vision:" in android
     assert "ImageClassifier(options: options)" in ios and "pod 'MediaPipeTasksVision'" in ios
-    assert "its 3 labels packed inside (`labels.txt`)" in android and "author `Ada`" in ios
+    assert "its 3 labels (`labels.txt`, packed in the file)" in android and "author `Ada`" in ios
 
     features = tensor("features", [1, 8])
     meta = metadata_for([{"name": "features", "content": "feature", "color_space": None, "normalization": None}])

@@ -292,7 +292,7 @@ def embed(model_bytes: bytes, prepared: Prepared | None) -> tuple[bytes, dict | 
         raise tflite_metadata.MetadataError(f"the metadata read back from the file differs from what was "
                                             f"written, in: {', '.join(differs)}")
     report = {**found, "scores": prepared.scores}
-    return written, report, pixel_warnings(found, verify.signature(written))
+    return written, report, image_task_warnings(found, verify.signature(written))
 
 
 def describe(prepared: Prepared, model_bytes: bytes, signature: dict) -> dict:
@@ -339,24 +339,37 @@ def _output_range(score: str | None, dtype: str) -> dict | None:
     return {"min": [0.0], "max": [1.0]} if dtype == "float32" else {"min": [0.0], "max": [255.0]}
 
 
-def pixel_warnings(description: dict, signature: dict) -> list[str]:
-    """Image tasks feed a uint8 image input the raw pixels, trusting that the model reads pixel p
-    as the normalization says, (p - mean) / std. The input's own quantization decides what the
-    model reads: (p - zero_point) * scale. Say so when the two differ by more than 1%."""
+def image_task_warnings(description: dict, signature: dict) -> list[str]:
+    """What would keep MediaPipe's image tasks (and the Task Library) from running an input
+    declared as an image the way tfbuild verified it: they read only uint8 and float32 inputs,
+    need a normalization for float32, and feed a uint8 input the raw pixels, trusting that the model
+    reads pixel p as the normalization says, (p - mean) / std, while the input's quantization
+    decides what it reads: (p - zero_point) * scale (said when the two differ by more than 1%)."""
     warnings = []
     tensors = {t["name"]: t for t in signature["inputs"]}
     for meta in description["inputs"]:
-        tensor = tensors.get(meta["name"])
-        norm, quant = meta["normalization"], tensor and tensor["quantization"]
-        if meta["content"] != "image" or norm is None or tensor["dtype"] != "uint8" or not quant:
+        tensor, name = tensors.get(meta["name"]), meta["name"]
+        if meta["content"] != "image" or tensor is None:
             continue
-        scale, zero = quant["scale"], quant["zero_point"]
-        worst = max(abs((p - zero) * scale - (p - m) / s) / (abs(PIXELS[1] - m) / s or 1.0)
-                    for m, s in zip(norm["mean"], norm["std"]) for p in PIXELS)
-        if worst > 0.01:
-            warnings.append(
-                f"input {meta['name']!r} is uint8: image tasks (MediaPipe, the Task Library) feed it raw "
-                f"pixels, which this model reads as (p - {zero}) * {scale:.6g}, while its normalization "
-                f"says (p - mean) / std: up to {worst:.1%} of the range apart. Calibration data covering "
-                "the full pixel range (0 and 255) makes them agree")
+        if tensor["dtype"] not in MEDIAPIPE_IMAGE_DTYPES:
+            warnings.append(f"image input {name!r} is {tensor['dtype']}: MediaPipe's image tasks read uint8 or "
+                            "float32 images only (io: uint8 or float32)")
+        elif tensor["dtype"] == "float32" and meta["normalization"] is None:
+            warnings.append(f"image input {name!r} is float32 without a normalization in its metadata: "
+                            "MediaPipe's image tasks refuse it (set metadata.inputs."
+                            f"{name}.normalization)")
+        elif tensor["dtype"] == "uint8" and meta["normalization"] and tensor["quantization"]:
+            warnings += _raw_pixel_warning(name, meta["normalization"], tensor["quantization"])
     return warnings
+
+
+def _raw_pixel_warning(name: str, norm: dict, quant: dict) -> list[str]:
+    scale, zero = quant["scale"], quant["zero_point"]
+    worst = max(abs((p - zero) * scale - (p - m) / s) / (abs(PIXELS[1] - m) / s or 1.0)
+                for m, s in zip(norm["mean"], norm["std"]) for p in PIXELS)
+    if worst <= 0.01:
+        return []
+    return [f"input {name!r} is uint8: image tasks (MediaPipe, the Task Library) feed it raw pixels, which "
+            f"this model reads as (p - {zero}) * {scale:.6g}, while its normalization says (p - mean) / std: "
+            f"up to {worst:.1%} of the range apart. Calibration data covering the full pixel range (0 and "
+            "255) makes them agree"]

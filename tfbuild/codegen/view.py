@@ -234,6 +234,7 @@ def metadata_view(metadata: dict | None, inputs: list[dict], outputs: list[dict]
         "name": metadata.get("name"), "version": metadata.get("version"), "author": metadata.get("author"),
         "license": metadata.get("license"),
         "labels_file": labelled["file"] if labelled else None, "labels_count": labelled["count"] if labelled else 0,
+        "normalized": any(t.get("normalization") for t in metadata.get("inputs") or []),
         "image_classifier": classifier,
         "image_size": [tensor["shape"][1], tensor["shape"][2]] if classifier else None,
     }
