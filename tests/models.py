@@ -15,6 +15,14 @@ def keras():
     return k
 
 
+def saved(model, path: Path | None):
+    """The model, saved to `path` first when one is given."""
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        model.save(path)
+    return model
+
+
 def dense_classifier(path: Path | None = None, *, features: int = 8, classes: int = 4, seed: int = 0,
                      hidden: int = 16):
     k = keras()
@@ -23,10 +31,7 @@ def dense_classifier(path: Path | None = None, *, features: int = 8, classes: in
     hidden = k.layers.Dense(hidden, activation="relu")(inputs)
     outputs = k.layers.Dense(classes, activation="softmax", name="probs")(hidden)
     model = k.Model(inputs, outputs)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        model.save(path)
-    return model
+    return saved(model, path)
 
 
 def features(count: int = 64, width: int = 8, seed: int = 1) -> np.ndarray:
@@ -132,10 +137,7 @@ def outlier_classifier(path: Path | None = None, *, outliers: int = 1, samples: 
         hidden = np.asarray(k.Model(x, head.input)(samples))
         b = -np.median(hidden @ w, axis=0)
     head.set_weights([w, b])
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        model.save(path)
-    return model
+    return saved(model, path)
 
 
 def write_outlier_project(project, *, targets: str, outliers: int = 1, name: str = "spiky") -> None:
@@ -144,3 +146,23 @@ def write_outlier_project(project, *, targets: str, outliers: int = 1, name: str
     model = outlier_classifier(project.path(f"models/{name}.keras"), outliers=outliers, samples=x)
     project.save_arrays(f"data/{name}.npz", features=x, labels=np.asarray(model(x)).argmax(1))
     write_recipe(project, name, targets)
+
+
+def rgb_classifier(path: Path | None = None, *, size: int = 4, classes: int = 3, seed: int = 0):
+    """A tiny image classifier: [size, size, 3] pixels (0..255) rescaled inside the model, as an
+    app's camera frames arrive."""
+    k = keras()
+    k.utils.set_random_seed(seed)
+    inputs = k.Input((size, size, 3), name="image")
+    x = k.layers.Flatten()(k.layers.Rescaling(1 / 255)(inputs))
+    outputs = k.layers.Dense(classes, activation="softmax", name="probs")(x)
+    model = k.Model(inputs, outputs)
+    return saved(model, path)
+
+
+def pixels(count: int = 48, size: int = 4, seed: int = 2) -> np.ndarray:
+    """Random pixels in 0..255 as float32, the first sample black and the second white (so an
+    integer input's calibrated range is the whole pixel range)."""
+    x = np.random.default_rng(seed).integers(0, 256, (count, size, size, 3)).astype(np.float32)
+    x[0], x[1] = 0.0, 255.0
+    return x

@@ -25,7 +25,7 @@ from typing import Callable
 import numpy as np
 
 from tfbuild import data as data_mod
-from tfbuild import fallback, verify
+from tfbuild import fallback, metadata, verify
 from tfbuild.errors import UserError
 from tfbuild.fingerprint import sha256_bytes
 from tfbuild.recipe import Recipe, Target
@@ -769,11 +769,14 @@ def run_job(job: dict, emit: Callable[[dict], None]) -> None:
     kinds = verify.output_kinds(reference, source.output_kinds, _labels_count(recipe, root))
     shared = {"load_s": round(loaded - started, 3), "runtime_import_s": round(imported - loaded, 3),
               "reference_s": round(time.perf_counter() - imported, 3)}
+    described = {item["name"]: metadata.prepare(recipe, item["recipe"], item["name"], source.input_specs,
+                                                reference, kinds, root, file)
+                 for item in job["targets"]}  # a metadata mistake stops the job before any conversion
     for item in job["targets"]:
         emit({"event": "started", "target": item["name"]})
         try:
             result = _build_target(recipe, item, source, calibration, (eval_inputs, labels, eval_from),
-                                   reference, kinds, shared, phase, (root, file))
+                                   reference, kinds, shared, phase, (root, file), described[item["name"]])
             emit({"event": "done", "target": item["name"], "result": result})
         except ConversionFailed as err:
             emit({"event": "failed", "target": item["name"], "message": f"while {STAGE['now']}: {err}"})
@@ -787,10 +790,11 @@ def run_job(job: dict, emit: Callable[[dict], None]) -> None:
 
 def _build_target(recipe: Recipe, item: dict, source: Source, calibration, evaluation: tuple,
                   reference, kinds: dict[str, str], shared_timings: dict, phase: Callable,
-                  where: tuple[Path, str] = (Path("."), "")) -> dict:
+                  where: tuple[Path, str] = (Path("."), ""), described: metadata.Prepared | None = None) -> dict:
     """Convert, verify and stage one target. Shared timings (model load, source-model run on the
     evaluation data) are paid once per recipe and reported with every target. Integer targets are
-    calibrated once, measured layer by layer, and given their float fallback (fallback.apply)."""
+    calibrated once, measured layer by layer, and given their float fallback (fallback.apply).
+    TFLite metadata is written before the file is staged and verified: what ships is what passed."""
     target = recipe.targets[item["name"]]
     eval_inputs, labels, eval_from = evaluation
     thresholds, user_set = verify.effective_thresholds(
@@ -816,6 +820,7 @@ def _build_target(recipe: Recipe, item: dict, source: Source, calibration, evalu
     else:
         model_bytes, conversion_warnings = convert_target(source, target, calibration, item["name"])
         timings["convert_s"] = time.perf_counter() - started
+    model_bytes, metadata_report, metadata_warnings = metadata.embed(model_bytes, described)
     stage = Path(item["stage"])
     stage.mkdir(parents=True, exist_ok=True)
     (stage / target.output).write_bytes(model_bytes)
@@ -831,6 +836,9 @@ def _build_target(recipe: Recipe, item: dict, source: Source, calibration, evalu
         "size_bytes": len(model_bytes), "thresholds": thresholds, "output_kinds": kinds,
         "notes": source.notes, **extra,
     })
+    if metadata_report is not None:
+        report["metadata"] = metadata_report
+        conversion_warnings = conversion_warnings + metadata_warnings
     if "float_fallback" in extra:
         if report["float_fallback"]["mode"] == "auto":  # what the state and the lock may record
             report["float_fallback"]["passed"] = report["verdict"] == "passed" and not fallback_failures

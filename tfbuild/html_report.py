@@ -212,6 +212,40 @@ def _row(number: int | None, plan, report: dict | None, float_size: int | None) 
     return "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>"
 
 
+def _tensor_text(tensor: dict) -> str:
+    """One tensor's metadata in a line: `image: image rgb, mean [0] std [1], range [0, 255]`."""
+    parts = [tensor["content"] + (f" {tensor['color_space']}" if tensor.get("color_space") else "")]
+    def numbers(values: list[float]) -> str:
+        return "[" + ", ".join(f"{v:g}" for v in values) + "]"
+    if tensor.get("normalization"):
+        parts.append(f"mean {numbers(tensor['normalization']['mean'])} std {numbers(tensor['normalization']['std'])}")
+    if tensor.get("range"):
+        parts.append(f"range {numbers(tensor['range']['min'])}..{numbers(tensor['range']['max'])}")
+    if tensor.get("labels"):
+        parts.append(f"{tensor['labels']['count']} labels ({tensor['labels']['file']})")
+    return f"{tensor['name']}: " + ", ".join(parts)
+
+
+def _metadata_table(reports: list[tuple]) -> str:
+    """The TFLite metadata each target's file carries, as read back from it after writing."""
+    rows = []
+    for plan, report in reports:
+        meta = (report or {}).get("metadata")
+        if not meta:
+            continue
+        scores = meta.get("scores") or {}
+        values = [plan.name, meta.get("name") or "", meta.get("version") or "", meta.get("author") or "",
+                  meta.get("license") or "", "; ".join(_tensor_text(t) for t in meta["inputs"]),
+                  "; ".join(_tensor_text(t) + (f", {scores[t['name']]}" if t["name"] in scores else "")
+                            for t in meta["outputs"])]
+        rows.append("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in values) + "</tr>")
+    if not rows:
+        return ""
+    head = "".join(f"<th>{h}</th>" for h in ("target", "name", "version", "author", "license", "inputs", "outputs"))
+    return (f"<p><b>TFLite metadata</b> (read back from each built file)</p><table class='metadata'><thead>"
+            f"<tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
+
+
 HEADER = ("#", "target", "mode", "size", "vs fp32", "metrics", "near-ties", "latency (median)", "time",
           "float layers", "verdict", "notes", "evaluated on")
 
@@ -235,7 +269,7 @@ def _section(recipe: str, members: list, shown: dict[str, dict | None]) -> str:
     layers = [r for r in built if r.get("layer_errors")]
     head = "".join(f"<th>{html.escape(h)}</th>" for h in HEADER)
     return (f"<section><h2>{html.escape(recipe)}</h2><table><thead><tr>{head}</tr></thead>"
-            f"<tbody>{''.join(rows)}</tbody></table><div class='plots'><div>{_scatter(points, label, reference)}"
+            f"<tbody>{''.join(rows)}</tbody></table>{_metadata_table(reports)}<div class='plots'><div>{_scatter(points, label, reference)}"
             f"{legend}</div>{''.join(f'<div>{_layer_plot(r)}</div>' for r in layers)}</div>"
             f"{''.join(_worst_table(r) for r in layers)}</section>")
 

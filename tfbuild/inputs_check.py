@@ -42,6 +42,7 @@ def check_recipe(project, loaded) -> None:
     check_model(project, loaded)
     check_data(project, loaded)
     check_labels(project, loaded)
+    check_metadata(project, loaded)
 
 
 def _existing(project, spec: str | None, *, allow_dir: bool = False) -> Path | None:
@@ -166,20 +167,43 @@ def _array_header_problem(handle) -> str | None:
 
 def check_labels(project, loaded) -> None:
     mobile = loaded.recipe.mobile
-    path = _existing(project, mobile.labels if mobile else None)
+    _check_text(project, loaded, mobile.labels if mobile else None, "mobile.labels")
+
+
+def _check_text(project, loaded, spec: str | None, key: str) -> None:
+    path = _existing(project, spec)
     if path is None:
         return
     try:
         data = path.read_bytes()
     except OSError:
         return  # the planner says why it cannot be read
-    where = dict(file=loaded.file, key="mobile.labels", expected="UTF-8 text, one class label per line")
+    where = dict(file=loaded.file, key=key, expected="UTF-8 text, one class label per line")
     if b"\0" in data:
         line = data[:data.index(b"\0")].count(b"\n") + 1
-        raise UserError(f"{mobile.labels} is not text (a NUL byte on line {line})", **where)
+        raise UserError(f"{spec} is not text (a NUL byte on line {line})", **where)
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as err:
         line = data[:err.start].count(b"\n") + 1
-        raise UserError(f"{mobile.labels} is not UTF-8 (byte 0x{data[err.start]:02x} on line {line})",
+        raise UserError(f"{spec} is not UTF-8 (byte 0x{data[err.start]:02x} on line {line})",
                         **where) from None
+
+
+def check_metadata(project, loaded) -> None:
+    """Targets with TFLite metadata need the extra that writes it (asked without importing it:
+    mediapipe imports TensorFlow), and their labels files must be text."""
+    from tfbuild import metadata
+
+    for target in loaded.recipe.targets:
+        wanted = metadata.wanted(loaded.recipe, target, loaded.file)
+        if wanted is None:
+            continue
+        if not metadata.extra_installed():
+            raise UserError(f"target {target!r} has TFLite metadata, which needs the optional extra "
+                            f"{metadata.EXTRA} (mediapipe's metadata schema); it is not installed",
+                            file=loaded.file, key=wanted.where[""],
+                            expected=f"pip install '{metadata.EXTRA}'",
+                            hint=f"or set targets.{target}.metadata: false to build it without metadata")
+        for key, spec in metadata.label_files(wanted).items():
+            _check_text(project, loaded, spec, key)

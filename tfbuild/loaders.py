@@ -52,8 +52,9 @@ def _labels(project: Project, loaded: LoadedRecipe) -> list[str] | None:
     spec = loaded.recipe.mobile.labels
     if spec is None:
         return None
-    lines = (project.root / spec).read_text(encoding="utf-8").splitlines()
-    return [line.strip() for line in lines if line.strip()]
+    from tfbuild.metadata import label_lines
+
+    return label_lines((project.root / spec).read_text(encoding="utf-8"))
 
 
 def context(project: Project, plan: TargetPlan) -> dict:
@@ -78,6 +79,7 @@ def context(project: Project, plan: TargetPlan) -> dict:
         "android": mobile.android.model_dump() if mobile.android else None,
         "ios": mobile.ios.model_dump() if mobile.ios else None,
         "golden": golden,
+        "metadata": report.get("metadata"),  # the TFLite metadata read back from the built file
     }
 
 

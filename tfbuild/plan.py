@@ -178,6 +178,23 @@ def _check_needs(loaded: LoadedRecipe, target_name: str) -> None:
                         hint="or set mobile.ios.api: compiled_model (LiteRT reads int8)")
 
 
+def _metadata_inputs(project: Project, loaded: LoadedRecipe, target: str) -> tuple[dict, dict[str, str]]:
+    """What a target's TFLite metadata adds to its key: the recipe's `metadata` section (config;
+    only for targets that have metadata, so that the others keep their keys), the labels files
+    it packs into the .tflite, and the version of the extra that writes it."""
+    from tfbuild import metadata
+
+    wanted = metadata.wanted(loaded.recipe, target, loaded.file)
+    if wanted is None:
+        return {}, {}
+    config = flatten(loaded.raw["metadata"], "metadata") if loaded.raw.get("metadata") else {}
+    found = {f"version:{metadata.EXTRA_DISTRIBUTION}": metadata.extra_version()}
+    for key, spec in metadata.label_files(wanted).items():
+        path = _input_path(project, loaded, spec, key)
+        found[f"file:{project.rel(path)}"] = project.digests.file(path)
+    return config, found
+
+
 def plan_recipe(project: Project, loaded: LoadedRecipe, target_names: list[str],
                 versions: dict[str, str], template_files: dict[str, Path]) -> list[TargetPlan]:
     digests = project.digests
@@ -199,9 +216,11 @@ def plan_recipe(project: Project, loaded: LoadedRecipe, target_names: list[str],
     for name in target_names:
         _check_needs(loaded, name)
         config = flatten({key: raw.get(key) for key in ("model", "data", "accept")})
+        metadata_config, metadata_inputs = _metadata_inputs(project, loaded, name)
+        config.update(metadata_config)
         config.update(flatten(raw["targets"][name], f"targets.{name}"))
         config["output_dir"] = project.rel(out_root)
-        inputs = {**file_digests, **version_inputs, "config": sha256_json(config)}
+        inputs = {**file_digests, **version_inputs, **metadata_inputs, "config": sha256_json(config)}
         key = sha256_json(inputs)
         loader_inputs: dict[str, str] = {}
         loader_key = None

@@ -8,6 +8,7 @@ a typo must never silently fall back to a default.
 from __future__ import annotations
 
 import json
+import math
 import re
 import warnings
 from pathlib import Path
@@ -130,6 +131,70 @@ class Thresholds(Strict):
         "pass such a target when thresholds are set."))
 
 
+class Normalization(Strict):
+    mean: list[float] = Field(min_length=1, description=(
+        "Per-channel mean (or one value for every channel) subtracted from each pixel (0..255)."))
+    std: list[float] = Field(min_length=1, description=(
+        "Per-channel standard deviation (or one value) each pixel is divided by after the mean: "
+        "the model reads (pixel - mean) / std."))
+
+    @model_validator(mode="after")
+    def _same_length_and_positive(self) -> "Normalization":
+        if len(self.mean) != len(self.std):
+            raise ValueError(f"mean has {len(self.mean)} value(s) and std {len(self.std)}: one per channel "
+                             "(or one for all) in both")
+        if not all(math.isfinite(v) for v in self.mean + self.std) or min(self.std) <= 0:
+            raise ValueError("finite means and standard deviations above 0")
+        return self
+
+
+class InputMetadata(Strict):
+    description: str | None = Field(None, description="What the input holds, for people.")
+    content: Literal["image", "feature"] | None = Field(None, description=(
+        "image: a [1, height, width, channels] picture (MediaPipe Tasks and the Task Library "
+        "preprocess it from the metadata); feature: any other tensor (default)."))
+    color_space: Literal["rgb", "grayscale"] | None = Field(None, description=(
+        "content: image only. Default: rgb for 3 or 4 channels, grayscale for 1."))
+    normalization: Normalization | None = Field(None, description=(
+        "content: image only. How pixels become the model's input values; required by MediaPipe "
+        "for a float32 image input."))
+    range: Annotated[list[float], Field(min_length=2, max_length=2)] | None = Field(None, description=(
+        "[min, max] of the values a float input takes (recorded as its stats). Default for an "
+        "image with a normalization: what pixels 0 and 255 become."))
+
+    @field_validator("range")
+    @classmethod
+    def _ordered(cls, value: list[float] | None) -> list[float] | None:
+        if value is not None and not (math.isfinite(value[0]) and math.isfinite(value[1]) and value[0] < value[1]):
+            raise ValueError("[min, max] with min < max")
+        return value
+
+
+class OutputMetadata(Strict):
+    description: str | None = Field(None, description="What the output holds, for people.")
+    labels: PathText | Literal[False] | None = Field(None, description=(
+        "Labels file packed into the .tflite, one label per line, one per class (the last axis). "
+        "Default: mobile.labels for scores outputs; false for none."))
+    score: Literal["probability", "logit"] | None = Field(None, description=(
+        "What the scores are: probability (0..1, recorded as the output's range) or logit. "
+        "Default: probability when the source model's scores all lie in 0..1."))
+
+
+class MetadataSection(Strict):
+    name: str | None = Field(None, description="Model name apps show. Default: the recipe name.")
+    description: str | None = Field(None, description=(
+        "What the model does. Default: the recipe, target and quantization, built by tfbuild."))
+    version: str | None = Field(None, description=(
+        "Model version. Default: the target name and the first 12 hex digits of the converted "
+        "model's sha256 (before metadata), so every different model has a different version."))
+    author: str | None = Field(None, description="Who made the model.")
+    license: str | None = Field(None, description="The model's license, e.g. Apache-2.0.")
+    inputs: dict[str, InputMetadata] = Field(default_factory=dict, description=(
+        "Per input, by its name in the signature."))
+    outputs: dict[str, OutputMetadata] = Field(default_factory=dict, description=(
+        "Per output, by its name in the signature (after model.outputs renames)."))
+
+
 class Target(Strict):
     quantize: Quantize = Field("float32", description=(
         "float32 (no quantization), float16, dynamic (dynamic-range int8 weights), int8 (full "
@@ -151,6 +216,9 @@ class Target(Strict):
     max_float_layers: int = Field(8, ge=1, description=(
         "float_fallback: auto keeps at most this many layers in float; if no such set passes, "
         "the target is rejected with the best result and the sets it tried."))
+    metadata: MetadataSection | Literal[False] | None = Field(None, description=(
+        "TFLite metadata of this target, over the recipe's `metadata` field by field; false: "
+        "none for this target."))
 
     @model_validator(mode="after")
     def _io_matches_quantization(self) -> "Target":
@@ -240,6 +308,10 @@ class Recipe(Strict):
         "Generated Android/iOS loaders for every target (omit for none)."))
     output_dir: PathText | None = Field(None, description=(
         "Where outputs go, relative to the project root (default build/<recipe>)."))
+    metadata: MetadataSection | None = Field(None, description=(
+        "TFLite metadata written into every target's .tflite (name, version, author, license, "
+        "input normalization, labels), read by MediaPipe Tasks, the TFLite Task Library and "
+        "Android Studio's ML Model Binding. Needs the extra tfbuild[metadata]."))
 
     @field_validator("targets")
     @classmethod

@@ -26,7 +26,7 @@ from tfbuild.codegen.names import (
     markdown_code, pascal, safe_filename, screaming, swift_string, unique_words,
     validate_class_name, validate_package, words)
 from tfbuild.codegen.versions import VERSIONS
-from tfbuild.codegen.view import CTX_KEYS, DTYPES, GOLDEN, MODEL, golden_json, require, tensors
+from tfbuild.codegen.view import CTX_KEYS, DTYPES, GOLDEN, MODEL, golden_json, metadata_view, require, tensors
 from tfbuild.errors import UserError
 
 # The public surface: rendering, plus the helpers recipes, tests and templates rely on.
@@ -72,6 +72,7 @@ def build_view(ctx: dict) -> dict:
         "has_golden": ctx["golden"] is not None,
         "golden_file": f"{safe_filename(ctx['recipe'])}_{safe_filename(ctx['target'])}_golden.json",
         "versions": dict(VERSIONS),
+        "metadata": metadata_view(ctx.get("metadata"), inputs, outputs),  # optional in ctx
     }
     for platform in PLATFORMS:
         raw = ctx[platform.KEY]

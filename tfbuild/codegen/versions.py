@@ -14,4 +14,7 @@ VERSIONS = {
     "androidx_test_junit": "1.2.1",
     "androidx_test_runner": "1.6.2",
     "junit": "4.13.2",
+    # MediaPipe Tasks, shown in the READMEs of targets with TFLite metadata: Android
+    # com.google.mediapipe:tasks-vision and the iOS pod MediaPipeTasksVision
+    "mediapipe_tasks_vision": "0.10.21",
 }

@@ -209,3 +209,32 @@ def golden_json(ctx: dict, inputs: list[dict], outputs: list[dict]) -> str:
             if t["quantized"]:
                 data["dequantized"][section][t["name"]] = [[dequantize(v, t) for v in s] for s in raw]
     return json.dumps(data, ensure_ascii=True, allow_nan=False, separators=(",", ":")) + "\n"
+
+
+MEDIAPIPE_DTYPES = ("uint8", "float32")  # what MediaPipe's image tasks feed and read
+
+
+def metadata_view(metadata: dict | None, inputs: list[dict], outputs: list[dict]) -> dict | None:
+    """The TFLite metadata a built file carries (report.json's `metadata`, read back from the
+    file), as the READMEs show it, and whether MediaPipe's ImageClassifier can take the model as it
+    is: one [1, h, w, 3|4] RGB image input of uint8 or float32 (float32 with a normalization), and
+    a uint8 or float32 output of shape [1, N] or [1, 1, 1, N]."""
+    if not metadata:
+        return None
+    image = (metadata.get("inputs") or [{}])[0]
+    labelled = next((t["labels"] for t in metadata.get("outputs") or [] if t.get("labels")), None)
+    tensor = inputs[0]
+    classifier = (
+        len(inputs) == 1 and image.get("content") == "image" and image.get("color_space") == "rgb"
+        and tensor["dtype"] in MEDIAPIPE_DTYPES and len(tensor["shape"]) == 4 and tensor["shape"][0] == 1
+        and tensor["shape"][3] in (3, 4) and (tensor["dtype"] == "uint8" or bool(image.get("normalization")))
+        and any(t["dtype"] in MEDIAPIPE_DTYPES and t["shape"][:1] == [1] and
+                all(d == 1 for d in t["shape"][1:-1]) and len(t["shape"]) in (2, 4) for t in outputs))
+    return {
+        "name": metadata.get("name"), "version": metadata.get("version"), "author": metadata.get("author"),
+        "license": metadata.get("license"),
+        "labels_file": labelled["file"] if labelled else None, "labels_count": labelled["count"] if labelled else 0,
+        "normalized": any(t.get("normalization") for t in metadata.get("inputs") or []),
+        "image_classifier": classifier,
+        "image_size": [tensor["shape"][1], tensor["shape"][2]] if classifier else None,
+    }
