@@ -346,6 +346,10 @@ def test_template_or_mobile_change_rerenders_loaders_without_converting(project)
     assert kotlin.is_file() and project.path("build/clf/fp32/ios/Sources/Classifier/Classifier.swift").is_file()
     model_before = project.path("build/clf/fp32/model.tflite").stat().st_mtime_ns
 
+    project.write("labels.txt", "a\nb\nc\nd\n")  # the label count tells verification which output holds scores
+    labelled = project.run("-n", "mobile.labels=labels.txt")
+    assert "would convert clf:fp32: labels.txt is a new input" in labelled.out, labelled.text
+
     project.write("mobile_templates/android/README.md.j2", "EDITED README for {{ recipe }}\n")
     dry = project.run("-n")
     assert "would render loaders for clf:fp32: mobile_templates/android/README.md.j2 changed" in dry.out, dry.out

@@ -127,6 +127,9 @@ def conversion_inputs(project: Project, loaded: LoadedRecipe) -> dict[str, Path]
             files += _py_source_files(project, loaded, spec, f"data.{key}")
         else:
             files.append(_input_path(project, loaded, spec, f"data.{key}"))
+    if recipe.mobile is not None and recipe.mobile.labels is not None:
+        # The label count tells verification which output holds class scores (top-1, accuracy).
+        files.append(_input_path(project, loaded, recipe.mobile.labels, "mobile.labels"))
     return {project.rel(p): p for p in files}
 
 
