@@ -89,7 +89,7 @@ def legacy(tmp_path_factory):
     return project, env, project.run(env=env)
 
 
-def signature_outputs(project, target: str) -> dict:
+def target_report(project, target: str) -> dict:
     data = json.loads(project.path(f"build/audio/{target}/report.json").read_text())
     return data
 
@@ -100,7 +100,7 @@ def test_a_savedmodel_tensorflow_cannot_revive_is_converted_from_its_signature_g
     assert result.out.count("cannot revive this SavedModel") == 1  # said once, with the reason
     assert "add_slot" in result.out and "SignatureDef graph 'serving_default'" in result.out
     for target in ("fp32", "int8"):
-        data = signature_outputs(project, target)
+        data = target_report(project, target)
         names = [t["name"] for t in data["signature"]["outputs"]]
         assert sorted(names) == ["dense_1", "dense_2", "dense_3"]  # the SignatureDef's own keys
         assert [t["name"] for t in data["signature"]["inputs"]] == ["audio"]

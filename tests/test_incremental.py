@@ -77,7 +77,7 @@ def tree_snapshot(root) -> dict:
             for p in root.rglob("*") if p.is_file()}
 
 
-def run_watched(root, *args) -> tuple[int, str]:
+def run_watched(root, *args, env: dict | None = None) -> tuple[int, str]:
     """Run the CLI in a fresh interpreter; report its exit code and output, which heavy modules
     it imported and how many files it hashed, as a last line `HEAVY [...] HASHED n`."""
     script = (
@@ -91,7 +91,8 @@ def run_watched(root, *args) -> tuple[int, str]:
         "print('HEAVY', heavy, 'HASHED', len(calls))\n"
         "sys.exit(code)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})})
     return proc.returncode, proc.stdout + proc.stderr
 
 

@@ -10,13 +10,12 @@ from __future__ import annotations
 import json
 import shutil
 import socket
-import subprocess
-import sys
 
 import pytest
 
 from conftest import Project
 from models import write_dense_project
+from test_incremental import run_watched
 
 pytestmark = pytest.mark.slow
 
@@ -65,19 +64,6 @@ def clone(origin: Project, where) -> Project:
     return Project(root)
 
 
-def run_watched(project: Project, env: dict, *args: str):
-    """The CLI in a fresh interpreter that reports whether it imported TensorFlow."""
-    script = ("import sys\nfrom tfbuild.cli import main\n"
-              f"code = main(['-C', {str(project.root)!r}, *{list(args)!r}])\n"
-              "print('HEAVY', [m for m in ('tensorflow', 'keras') if m in sys.modules])\n"
-              "sys.exit(code)\n")
-    import os
-
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          env={**os.environ, **env}, timeout=300)
-    return proc.returncode, proc.stdout + proc.stderr
-
-
 def workers_started(project: Project) -> list[str]:
     logs = project.path(".tfbuild/logs")
     return sorted(p.name for p in logs.glob("*.log")) if logs.is_dir() else []
@@ -86,7 +72,7 @@ def workers_started(project: Project) -> list[str]:
 def test_a_fresh_clone_pulls_every_target_without_tensorflow(origin, s3, tmp_path):
     env, _ = s3
     teammate = clone(origin, tmp_path)
-    code, out = run_watched(teammate, env, "--cache", f"s3://{BUCKET}/main")
+    code, out = run_watched(teammate.root, "--cache", f"s3://{BUCKET}/main", env=env)
     assert code == 0, out
     assert "cached clf:fp32" in out and "cached clf:int8" in out and "2 cached" in out, out
     assert "HEAVY []" in out and workers_started(teammate) == []

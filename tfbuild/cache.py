@@ -153,7 +153,8 @@ class RemoteCache:
         if self.off or not plans:
             return {}
         try:
-            paths = {self._filesystem_path(plan): plan for plan in plans}
+            self._filesystem()
+            paths = {self._entry_path(plan.key): plan for plan in plans}
             found = self._cat_many(list(paths))
         except Exception as err:  # any backend error: network, credentials, missing bucket
             self._fault("unreachable or misconfigured", err)
@@ -174,10 +175,6 @@ class RemoteCache:
             if self._trusted(plan, entry):
                 entries[plan.id] = entry
         return entries
-
-    def _filesystem_path(self, plan) -> str:
-        self._filesystem()
-        return self._entry_path(plan.key)
 
     def entry(self, plan) -> dict | None:
         return self.entries([plan]).get(plan.id)

@@ -71,8 +71,10 @@ class Source:
     def input_names(self) -> list[str]:
         return [name for name, _, _ in self.input_specs]
 
+    @functools.cached_property
     def has_loop(self) -> bool:
-        """Whether the graph (or a function it calls) holds a While loop."""
+        """Whether the graph (or a function it calls) holds a While loop (walked once per source,
+        however many integer targets ask)."""
         graph = self.graph_def()
         ops = {node.op for node in graph.node}
         for function in graph.library.function:
@@ -669,10 +671,10 @@ def _calibratable(source: Source, target: Target, target_name: str) -> Source:
     """Integer calibration runs the float model in LiteRT, whose calibrator crashes (SIGSEGV) on
     WHILE loops. Recurrent Keras layers are unrolled when the sequence length is static; any other
     loop is refused here, before converting, with the settings that do work."""
-    if not source.has_loop():
+    if not source.has_loop:
         return source
     twin = source.unrolled() if source.unrolled is not None else None
-    if twin is not None and not twin.has_loop():
+    if twin is not None and not twin.has_loop:
         unrolled = ("recurrent layers were unrolled over their fixed sequence length so that "
                     "integer calibration can run; the file grows with that length")
         if unrolled not in twin.warnings:  # the twin is shared by the recipe's integer targets
