@@ -150,13 +150,14 @@ def search(evaluate: Callable[[tuple[str, ...]], Trial], units: list[Unit], limi
 
 @dataclass
 class Context:
-    """Where a target comes from: what its search key hashes, and where its last set is recorded."""
+    """Where a target comes from: its conversion key (the search key), and where its last set is
+    recorded."""
     root: Path
     file: str
     recipe_name: str
     recipe: object
     target_name: str
-    versions: dict
+    key: str  # the parent's conversion key: a new key searches again, from the last set
 
     @property
     def target(self):
@@ -209,8 +210,7 @@ def apply(calibrated, check: Callable[[bytes], tuple[dict, list[str]]], inputs: 
 def _auto(calibrated, check, float_graph: Graph, units: list[Unit], context: Context):
     started = time.perf_counter()
     limit = context.target.max_float_layers
-    key = search_key(context.root, context.file, context.recipe_name, context.recipe, context.target_name,
-                     context.versions)
+    key = context.key
     previous = recorded(context.root, f"{context.recipe_name}:{context.target_name}")
     known = {op_name(float_graph, n) for n, op in enumerate(float_graph.ops) if op["outputs"]}
     info: dict = {"mode": "auto", "search_key": key, "max_float_layers": limit}
@@ -294,24 +294,6 @@ def ops_of_types(graph: Graph, kinds: list[str]) -> list[str]:
 
 
 # ---------------------------------------------------------------- what was chosen before
-
-def search_key(root: Path, file: str, recipe_name: str, recipe, target_name: str, versions: dict) -> str:
-    """What the choice depends on, as the worker sees it: the conversion inputs (files, tool
-    versions) and the resolved recipe settings. It changes when the target's conversion key
-    does (the same inputs, in the validated recipe's canonical form instead of the written one)."""
-    from tfbuild.fingerprint import sha256_json
-    from tfbuild.plan import conversion_inputs, external_versions
-    from tfbuild.project import LoadedRecipe, Project
-
-    project = Project.open(root, read_only=True)
-    loaded = LoadedRecipe(recipe_name, file, {}, recipe)
-    files = {name: project.digests.path(path) for name, path in conversion_inputs(project, loaded).items()}
-    settings = {"model": recipe.model.model_dump(), "data": recipe.data.model_dump(),
-                "accept": recipe.accept.model_dump() if recipe.accept else None,
-                "target": recipe.targets[target_name].model_dump(exclude={"output"})}
-    return sha256_json({"files": files, "versions": {**versions, **external_versions(loaded, project)},
-                        "settings": settings})
-
 
 def _valid(record) -> dict | None:
     if isinstance(record, dict) and isinstance(record.get("search_key"), str) and \

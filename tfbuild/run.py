@@ -158,7 +158,7 @@ class Builder:
         payload = {
             "recipe": first.recipe.model_dump(), "file": first.file, "root": str(self.project.root),
             "log": str(self.project.private_dir("logs") / f"{job.recipe}.log"),
-            "targets": [{"name": p.name, "recipe": job.recipe, "versions": self.versions,
+            "targets": [{"name": p.name, "recipe": job.recipe, "versions": self.versions, "key": p.key,
                          "stage": str(self._stage(p))} for p in job.plans],
         }
         job.worker = self.pool.submit(payload)
