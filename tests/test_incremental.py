@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from gates import writer_when_blocked
 from models import dense_classifier, features
 
 pytestmark = pytest.mark.slow
@@ -251,26 +252,6 @@ def test_killed_worker_fails_its_target_while_others_build(built):
     assert "3 built" in result.out
     stopped = built.run("-B", "-j1")  # without -k, make stops scheduling after the first failure
     assert stopped.code == 1 and "skipped a:fp32" in stopped.out and "built" not in stopped.out, stopped.text
-
-
-def writer_when_blocked(gate, process):
-    """Open the FIFO for writing: returns once a worker of `process` is blocked reading it. If the
-    build ends without ever reaching the gate, a watcher opens the reading end so this returns,
-    and the test fails with the build's output instead of hanging."""
-    import threading
-
-    def release_if_build_ends():
-        if process.wait() is not None and not opened.is_set():
-            os.close(os.open(gate, os.O_RDONLY | os.O_NONBLOCK))
-
-    opened = threading.Event()
-    threading.Thread(target=release_if_build_ends, daemon=True).start()
-    writer = open(gate, "w")
-    opened.set()
-    if process.poll() is not None:
-        writer.close()
-        pytest.fail("the build never reached the gate:\n" + "".join(process.communicate()))
-    return writer
 
 
 @pytest.fixture

@@ -30,12 +30,12 @@ from pathlib import Path
 from tfbuild import __version__
 from tfbuild.errors import UserError
 from tfbuild.fingerprint import sha256_bytes
+from tfbuild.project import PROJECT_FILE, project_settings
 
 LAYOUT = "v1"
 MODES = ("read", "read-write")
 ENV_URL = "TFBUILD_CACHE"
 ENV_SECRET = "TFBUILD_CACHE_KEY"
-PROJECT_FILE = "tfbuild.yaml"
 
 
 @dataclass(frozen=True)
@@ -68,17 +68,8 @@ def configure(root: Path, url: str | None, mode: str | None, disabled: bool) -> 
 
 
 def _project_section(root: Path) -> dict:
-    path = root / PROJECT_FILE
-    if not path.is_file():
-        return {}
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        raise UserError(f"cannot read the project file: {err}", file=PROJECT_FILE) from None
-    section = data.get("cache", {}) if isinstance(data, dict) else None
-    if not isinstance(section, dict) or set(section) - {"url", "mode"}:
+    section, _ = project_settings(root, "cache")
+    if set(section) - {"url", "mode"}:
         raise UserError("the cache section must be a mapping with `url` and optional `mode`",
                         file=PROJECT_FILE, key="cache", expected="cache: {url: s3://bucket/prefix, mode: read}")
     return section

@@ -35,7 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("command", nargs="?", default="build", help=argparse.SUPPRESS)
     parser.add_argument("args", nargs="*", metavar="TARGET|OVERRIDE")
     parser.add_argument("-C", "--directory", default=".", metavar="DIR", help="run in DIR, as make -C")
-    parser.add_argument("-j", "--jobs", type=_positive, default=1, metavar="N", help="recipes converted in parallel")
+    parser.add_argument("-j", "--jobs", type=_positive, metavar="N",
+                        help="recipes converted in parallel (default 1; with Ray, the cluster's CPUs)")
     parser.add_argument("-k", "--keep-going", action="store_true", help="keep building after a failure")
     parser.add_argument("-n", "--dry-run", action="store_true", help="say what would be built; change nothing")
     parser.add_argument("-B", "--always-make", action="store_true", help="rebuild the selected targets")
@@ -45,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
                         "file:///path or a folder (also TFBUILD_CACHE, or cache: in tfbuild.yaml)")
     parser.add_argument("--cache-mode", choices=("read", "read-write"), help="read-write (default) pushes what is built")
     parser.add_argument("--no-cache", action="store_true", help="do not use the shared cache in this run")
+    parser.add_argument("--executor", metavar="local|ray[:ADDRESS]",
+                        help="where conversions run: local worker processes (default), or tasks on a Ray "
+                             "cluster (ADDRESS, else RAY_ADDRESS, else the cluster started on this machine)")
     parser.add_argument("--version", action="version", version=f"tfbuild {__version__}")
     return parser
 
@@ -70,11 +74,11 @@ def _positive(text: str) -> int:
 # Flags that only make sense for some commands; anywhere else they are a mistake, not ignored.
 FLAG_COMMANDS = {"jobs": ("build",), "keep_going": ("build",), "always_make": ("build",),
                  "dry_run": ("build", "clean"), "output": ("report",), "cache": ("build", "cache"),
-                 "cache_mode": ("build", "cache"), "no_cache": ("build",)}
+                 "cache_mode": ("build", "cache"), "no_cache": ("build",), "executor": ("build",)}
 FLAG_NAMES = {"jobs": "-j", "keep_going": "-k", "always_make": "-B", "dry_run": "-n", "output": "-o",
-              "cache": "--cache", "cache_mode": "--cache-mode", "no_cache": "--no-cache"}
-DEFAULTS = {"jobs": 1, "keep_going": False, "always_make": False, "dry_run": False, "output": None,
-            "cache": None, "cache_mode": None, "no_cache": False}
+              "cache": "--cache", "cache_mode": "--cache-mode", "no_cache": "--no-cache", "executor": "--executor"}
+DEFAULTS = {"jobs": None, "keep_going": False, "always_make": False, "dry_run": False, "output": None,
+            "cache": None, "cache_mode": None, "no_cache": False, "executor": None}
 
 
 def _check_flags(options) -> None:
@@ -134,7 +138,8 @@ def cmd_build(project, options) -> int:
         if everything:  # and input files that are not what they claim, before the warm worker
             for loaded, _ in selected:
                 inputs_check.check_recipe(project, loaded)
-        warm = _warm_worker(project) if everything and cache is None else []  # a cache may spare TF
+        ray = _ray_settings(project, options.executor)
+        warm = _warm_worker(project) if everything and cache is None and ray is None else []  # a cache may spare TF
         try:
             plans, state = _classified(project, patterns, overrides, options.always_make, selected)
             if not everything:
@@ -148,14 +153,18 @@ def cmd_build(project, options) -> int:
                 _print_lock_repair(lock_problem)
                 print(f"tfbuild: all {len(plans)} target(s) up to date ({time.perf_counter() - started:.2f}s)")
                 return 0
+            from tfbuild.pool import WorkerPool
             from tfbuild.run import Builder, Options
 
             progress = Progress(len(plans), verbose=options.verbose)
             if remote is not None:
                 remote.warn = progress.warn
-            builder = Builder(project, state, progress, Options(
-                max(1, options.jobs), options.keep_going, cache=remote, read_cache=not options.always_make), warm)
+            jobs = options.jobs or 1
             try:
+                executor = (_ray_executor(ray, options.jobs, plans, progress) if ray is not None else None) \
+                    or WorkerPool(jobs, warm)
+                builder = Builder(project, state, progress, Options(
+                    jobs, options.keep_going, cache=remote, read_cache=not options.always_make), executor)
                 outcomes = builder.build(plans)
             finally:
                 progress.close()
@@ -227,6 +236,28 @@ def cmd_cache(project, options) -> int:
     print(f"{config.url}: {counts['remote']} of {len(plans)} target(s) remote ({remote_bytes / 1024:.1f} KiB), "
           f"{counts['local']} local, {counts['missing']} missing")
     return 1 if remote.off else 0
+
+
+def _ray_settings(project, executor: str | None):
+    """The Ray settings when `--executor ray[:ADDRESS]` is asked for, None for the local pool."""
+    if executor in (None, "local"):
+        return None
+    kind, _, address = executor.partition(":")
+    if kind != "ray":
+        raise UserError(f"unknown executor {executor!r}", expected="--executor local, ray or ray:ADDRESS")
+    from tfbuild.ray_executor import settings
+
+    return settings(project.root, address or None)
+
+
+def _ray_executor(settings, jobs: int | None, plans, progress):
+    """Connected before any work starts (an unreachable cluster is exit 2 with nothing done), and
+    only when something may be converted: a no-op or a pure re-render never talks to Ray."""
+    if not any(plan.action == "convert" for plan in plans):
+        return None
+    from tfbuild.ray_executor import RayExecutor
+
+    return RayExecutor(settings, jobs, progress.detail)
 
 
 def _converts_everything(project, options) -> bool:

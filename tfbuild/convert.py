@@ -815,7 +815,8 @@ def _build_target(recipe: Recipe, item: dict, source: Source, calibration, evalu
             metrics, _, _ = verify.measure(candidate, verify.signature(candidate), eval_inputs, labels,
                                            reference, _batch(source), kinds)
             return metrics, verify.judge(metrics, thresholds, len(candidate) / 1024, None)
-        context = fallback.Context(where[0], where[1], item["recipe"], recipe, item["name"], item["key"])
+        context = fallback.Context(where[1], item["recipe"], recipe, item["name"], item["key"],
+                                   item.get("float_fallback_before"))
         model_bytes, extra, fallback_failures = fallback.apply(calibrated, check, eval_inputs, _batch(source),
                                                                context)
         timings["layers_and_fallback_s"] = time.perf_counter() - started - timings["convert_s"]

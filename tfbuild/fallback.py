@@ -150,14 +150,14 @@ def search(evaluate: Callable[[tuple[str, ...]], Trial], units: list[Unit], limi
 
 @dataclass
 class Context:
-    """Where a target comes from: its conversion key (the search key), and where its last set is
-    recorded."""
-    root: Path
+    """Where a target comes from: its conversion key (the search key), and the set its last
+    passing build chose."""
     file: str
     recipe_name: str
     recipe: object
     target_name: str
     key: str  # the parent's conversion key: a new key searches again, from the last set
+    previous: dict | None = None  # the last passing build's set (`recorded`, read by the parent)
 
     @property
     def target(self):
@@ -211,7 +211,7 @@ def _auto(calibrated, check, float_graph: Graph, units: list[Unit], context: Con
     started = time.perf_counter()
     limit = context.target.max_float_layers
     key = context.key
-    previous = recorded(context.root, f"{context.recipe_name}:{context.target_name}")
+    previous = context.previous
     known = {op_name(float_graph, n) for n, op in enumerate(float_graph.ops) if op["outputs"]}
     info: dict = {"mode": "auto", "search_key": key, "max_float_layers": limit}
     if previous and previous["search_key"] == key and set(previous["layers"]) <= known:

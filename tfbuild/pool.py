@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 from dataclasses import dataclass
 from multiprocessing.connection import wait
 from pathlib import Path
@@ -55,27 +56,73 @@ def start_worker(warm_log: str | None = None) -> Worker:
 
 
 class WorkerPool:
-    def __init__(self, size: int, warm: list[Worker] | None = None):
-        self.size = size
-        self.idle: list[Worker] = list(warm or [])
-        self.busy: dict[object, Worker] = {}  # connection -> worker
+    """The local executor. Like every executor it takes jobs (`submit`) and hands back each
+    job's messages in the worker protocol (`events`), a job's last message being the one
+    `worker.ends_job` says ends it, or a `lost` message when its worker died."""
 
-    def submit(self, payload: dict) -> Worker:
-        """Send a job to an idle worker (started if none is idle)."""
+    name = "local"
+
+    def __init__(self, size: int, warm: list[Worker] | None = None):
+        self.slots = size
+        self.idle: list[Worker] = list(warm or [])
+        self.busy: dict[object, tuple[Worker, str]] = {}  # connection -> worker, job id
+        self.said: list[tuple[str, dict]] = []  # messages of our own, handed out by the next events()
+
+    def submit(self, job_id: str, payload: dict, inputs: dict | None = None) -> str:
+        """Send a job to an idle worker (started if none is idle); what the job is waiting for.
+        `inputs` (the job's files) matter to remote executors only: this one shares the disk."""
         worker = self.idle.pop() if self.idle else start_worker()
+        warm = worker.jobs > 0 or worker.warm_log is not None
         worker.connection.send(payload)
         worker.jobs += 1
-        self.busy[worker.connection] = worker
-        return worker
+        self.busy[worker.connection] = (worker, job_id)
+        self.said.append((job_id, {"event": "where", "where": f"local worker, pid {worker.pid}"}))
+        return "starting" if warm else "starting a worker (importing TensorFlow)"
 
-    def ready(self, timeout: float) -> list[Worker]:
-        """Busy workers with a message to read, or that died."""
+    def events(self, timeout: float) -> list[tuple[str, dict]]:
+        """Messages of every job that has some (waiting up to `timeout` for the first)."""
+        said, self.said = self.said, []
         if not self.busy:
-            return []
-        sentinels = {w.process.sentinel: w for w in self.busy.values()}
-        found = wait(list(self.busy) + list(sentinels), timeout=timeout)
-        workers = {id(w): w for w in (self.busy.get(x) or sentinels.get(x) for x in found) if w is not None}
-        return list(workers.values())
+            return said
+        sentinels = {w.process.sentinel: w for w, _ in self.busy.values()}
+        found = wait(list(self.busy) + list(sentinels), timeout=0 if said else timeout)
+        ready = {}
+        for item in found:
+            worker = self.busy[item][0] if item in self.busy else sentinels[item]
+            ready[id(worker)] = worker
+        out = said
+        for worker in ready.values():
+            out += self._drain(worker)
+        return out
+
+    def _drain(self, worker: Worker) -> list[tuple[str, dict]]:
+        from tfbuild.worker import ends_job
+
+        job_id = self.busy[worker.connection][1]
+        out = []
+        while True:
+            try:
+                if not worker.connection.poll():
+                    if worker.process.is_alive():
+                        return out
+                    if not worker.connection.poll():
+                        return out + [(job_id, self._lost(worker))]
+                message = worker.connection.recv()
+            except (EOFError, OSError):
+                return out + [(job_id, self._lost(worker))]
+            out.append((job_id, message))
+            if ends_job(message):
+                self.release(worker)
+                return out
+
+    def _lost(self, worker: Worker) -> dict:
+        worker.process.join(timeout=5)
+        code = worker.process.exitcode
+        self.discard(worker)
+        how = (f"killed by {signal.Signals(-code).name}" if code is not None and code < 0
+               else f"exit code {code}")
+        hint = " (out of memory?)" if code == -signal.SIGKILL else ""
+        return {"event": "lost", "message": f"{how}{hint}"}
 
     def release(self, worker: Worker) -> None:
         """The job is over: keep the worker for the next job, or retire it if it is worn."""
@@ -93,7 +140,7 @@ class WorkerPool:
     def shutdown(self) -> None:
         for worker in self.idle:  # one still importing TensorFlow for nothing is killed at once
             stop(worker) if worker.jobs else kill(worker)
-        for worker in list(self.busy.values()):
+        for worker, _ in list(self.busy.values()):
             kill(worker)
         self.idle, self.busy = [], {}
 

@@ -25,6 +25,7 @@ from tfbuild.jsonfile import read_cache
 
 STATE_DIR = ".tfbuild"
 LOCK_FILE = "tfbuild.lock"
+PROJECT_FILE = "tfbuild.yaml"  # settings of the project, not of a recipe: cache, executors
 COMPOSE_CACHE_LIMIT = 256
 COMPOSE_CACHE_VERSION = 3  # bump when compose() changes what it returns or refuses
 
@@ -208,3 +209,24 @@ def write_json_atomic(path: Path, value, *, indent: int | None = None) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise UserError(f"cannot write it: {err.strerror}", file=str(path)) from None
+
+
+def project_settings(root: Path, section: str) -> tuple[dict, str]:
+    """One section of the project file (`tfbuild.yaml` at the root; {} when the file or the
+    section is absent) and the file's name for error messages. Callers validate the section."""
+    path = root / PROJECT_FILE
+    if not path.is_file():
+        return {}, PROJECT_FILE
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise UserError(f"cannot read the project file: {err}", file=PROJECT_FILE) from None
+    if not isinstance(data, dict):
+        raise UserError("the project file must be a mapping of sections", file=PROJECT_FILE,
+                        expected="cache: {...} and/or ray: {...}")
+    value = data.get(section, {})
+    if not isinstance(value, dict):
+        raise UserError(f"the {section} section must be a mapping", file=PROJECT_FILE, key=section)
+    return value, PROJECT_FILE

@@ -353,11 +353,18 @@ def migrate(raw: dict, file: str) -> dict:
 
 def validate(raw: dict, file: str) -> Recipe:
     """Turn a composed dict into a Recipe, or a UserError naming every bad key path."""
-    raw = migrate(raw, file)
+    return validated(Recipe, migrate(raw, file), file)
+
+
+def validated(model: type[BaseModel], raw: dict, file: str, prefix: str = ""):
+    """`model` validated from `raw`, or a UserError naming every bad key path (under `prefix`,
+    the key of the section `raw` is, in a file holding more than one)."""
     try:
-        return Recipe.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as err:
         problems = err.errors(include_url=False)
+        for problem in problems:
+            problem["loc"] = (prefix, *problem["loc"]) if prefix else problem["loc"]
         first = problems[0]
         key = ".".join(str(part) for part in first["loc"]) or None
         message = _describe(first)

@@ -84,6 +84,11 @@ class Progress:
         """Something true of a whole recipe (a fallback taken), said once."""
         self.line(f"note: {recipe}: {message}", markup=False)
 
+    def detail(self, message: str) -> None:
+        """What only -v shows: which worker or node runs which recipe."""
+        if self.verbose:
+            self.line(f"  {message}", markup=False)
+
     def line(self, text: str, *, markup: bool = True) -> None:
         self.console.print(text, markup=markup, highlight=False)
 

@@ -1,4 +1,8 @@
-"""The scheduler: jobs (one recipe's targets) to the worker pool, atomic promotion, then state and lock.
+"""The scheduler: jobs (one recipe's targets) to an executor, atomic promotion, then state and lock.
+
+An executor (`pool.WorkerPool` here, `ray_executor.RayExecutor` on a cluster) runs jobs and hands
+back their messages in the worker protocol (tfbuild/worker.py); staged files are on this disk when
+a `done` message arrives. Everything that writes the project's outputs, state and lock is here.
 
 Order of writes is the whole crash-safety story: a worker writes into a staging folder of its
 run beside the outputs (`build/<recipe>/.tfbuild-staging-<run>/`), the parent renames each
@@ -12,7 +16,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,18 +51,16 @@ class Options:
 class Job:
     recipe: str
     plans: list[TargetPlan]
-    worker: object = None  # pool.Worker running it
     started: dict[str, float] = field(default_factory=dict)
     pending: list[str] = field(default_factory=list)
     stage: str = "starting"  # what the worker said it was doing last, for a crash report
 
 
 class Builder:
-    def __init__(self, project: Project, state: BuildState, progress, options: Options,
-                 warm: list | None = None):
+    def __init__(self, project: Project, state: BuildState, progress, options: Options, executor=None):
         from tfbuild.pool import WorkerPool
 
-        self.pool = WorkerPool(options.jobs, warm)
+        self.executor = executor if executor is not None else WorkerPool(options.jobs)
         self.project = project
         self.state = state
         self.progress = progress
@@ -90,7 +91,7 @@ class Builder:
                     jobs.setdefault(plan.loaded.name, Job(plan.loaded.name, [])).plans.append(plan)
             self._run_jobs(list(jobs.values()))
         finally:
-            self.pool.shutdown()
+            self.executor.shutdown()
             _remove_staging(roots, self.run_id)
         return self.outcomes
 
@@ -131,13 +132,13 @@ class Builder:
     # ------------------------------------------------------------ workers
 
     def _run_jobs(self, queue: list[Job]) -> None:
-        running: dict[int, Job] = {}  # worker pid -> its job
+        running: dict[str, Job] = {}  # recipe -> its job
         try:
             while queue or running:
-                while queue and len(running) < self.options.jobs and not self.stop_scheduling:
+                while queue and len(running) < self.executor.slots and not self.stop_scheduling:
                     job = queue.pop(0)
                     self._submit(job)
-                    running[job.worker.pid] = job
+                    running[job.recipe] = job
                 if self.stop_scheduling:
                     for job in queue:
                         for plan in job.plans:
@@ -145,12 +146,11 @@ class Builder:
                     queue = []
                 if not running:
                     break
-                for worker in self.pool.ready(timeout=0.5):
-                    job = running[worker.pid]
-                    if self._drain(job):
-                        running.pop(worker.pid)
+                for recipe, message in self.executor.events(timeout=0.5):
+                    if self._handle(running[recipe], message):
+                        running.pop(recipe)
         except KeyboardInterrupt:
-            self.pool.shutdown()
+            self.executor.shutdown()
             raise
 
     def _submit(self, job: Job) -> None:
@@ -159,31 +159,18 @@ class Builder:
             "recipe": first.recipe.model_dump(), "file": first.file, "root": str(self.project.root),
             "log": str(self.project.private_dir("logs") / f"{job.recipe}.log"),
             "targets": [{"name": p.name, "recipe": job.recipe, "versions": self.versions, "key": p.key,
-                         "stage": str(self._stage(p))} for p in job.plans],
+                         "stage": str(self._stage(p)), "float_fallback_before": _last_fallback(self.project, p)}
+                        for p in job.plans],
         }
-        job.worker = self.pool.submit(payload)
         job.pending = [p.name for p in job.plans]
-        warm = job.worker.jobs > 1 or job.worker.warm_log is not None
-        self.progress.phase(job.recipe, job.recipe, "starting" if warm else "starting a worker (importing TensorFlow)")
+        waiting = self.executor.submit(job.recipe, payload, self._inputs(job))
+        self.progress.phase(job.recipe, job.recipe, waiting)
 
-    def _drain(self, job: Job) -> bool:
-        """Handle every message available; True when the job is over (its worker released)."""
-        connection, process = job.worker.connection, job.worker.process
-        while True:
-            try:
-                if not connection.poll():
-                    if process.is_alive():
-                        return False
-                    if not connection.poll():
-                        self._worker_died(job)
-                        return True
-                message = connection.recv()
-            except (EOFError, OSError):
-                self._worker_died(job)
-                return True
-            if self._handle(job, message):
-                self.pool.release(job.worker)
-                return True
+    def _inputs(self, job: Job) -> dict[str, Path]:
+        """The files a job reads (every file its targets' keys hash), by project-relative path:
+        what a remote executor ships, and nothing more."""
+        names = {key.removeprefix("file:") for plan in job.plans for key in plan.inputs if key.startswith("file:")}
+        return {name: self.project.root / name for name in sorted(names)}
 
     def _plan(self, job: Job, name: str) -> TargetPlan:
         return next(p for p in job.plans if p.name == name)
@@ -198,6 +185,13 @@ class Builder:
         if event == "note":
             self.progress.note(job.recipe, message["message"])
             return False
+        if event == "where":
+            self.progress.detail(f"{job.recipe}: {message['where']}")
+            return False
+        if event == "lost":  # the executor lost the worker (or node) that ran this job
+            self._fail_pending(job, "crashed", [f"worker died while {job.stage}: {message['message']}",
+                                                f"log: {self._log(job)}"])
+            return True
         if event == "started":
             job.stage = "converting"
             job.started[message["target"]] = time.perf_counter()
@@ -231,15 +225,6 @@ class Builder:
 
     def _log(self, job: Job) -> str:
         return self.project.rel(self.project.state_dir / "logs" / f"{job.recipe}.log")
-
-    def _worker_died(self, job: Job) -> None:
-        job.worker.process.join(timeout=5)
-        code = job.worker.process.exitcode
-        self.pool.discard(job.worker)
-        how = (f"killed by {signal.Signals(-code).name}" if code is not None and code < 0
-               else f"exit code {code}")
-        hint = " (out of memory?)" if code == -signal.SIGKILL else ""
-        self._fail_pending(job, "crashed", [f"worker died while {job.stage}: {how}{hint}", f"log: {self._log(job)}"])
 
     def _fail_pending(self, job: Job, status: str, messages: list[str]) -> None:
         for name in list(job.pending):
@@ -334,3 +319,13 @@ def promote(stage: Path, destination: Path, names: list[str]) -> list[Path]:
         os.replace(stage / name, target)
         placed.append(target)
     return placed
+
+
+def _last_fallback(project: Project, plan: TargetPlan) -> dict | None:
+    """The float-fallback set the last passing build chose (an auto search resumes from it); read
+    here, so that a worker, local or remote, never reads the project's state."""
+    if plan.target.quantize not in ("int8", "int16x8") or plan.target.float_fallback != "auto":
+        return None
+    from tfbuild.fallback import recorded
+
+    return recorded(project.root, plan.id)

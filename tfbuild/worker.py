@@ -16,7 +16,7 @@ import sys
 import traceback
 
 
-def _redirect_output(log_path: str) -> None:
+def redirect_output(log_path: str) -> None:
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     sys.stdout.flush()
@@ -42,7 +42,7 @@ def main(connection, warm_log: str | None = None) -> None:
     jobs or past a memory ceiling, since TensorFlow does not give back what a conversion took."""
     _die_with_parent()
     if warm_log is not None:
-        _redirect_output(warm_log)
+        redirect_output(warm_log)
         from tfbuild.convert import warm_up
 
         warm_up()  # TensorFlow and Keras, imported while the parent plans
@@ -57,7 +57,7 @@ def main(connection, warm_log: str | None = None) -> None:
         if first and warm_log is not None:
             os.replace(warm_log, job["log"])  # what the warm-up printed belongs to the first job
         else:
-            _redirect_output(job["log"])
+            redirect_output(job["log"])
         first = False
         _run_one(job, connection)
     sys.stdout.flush()
@@ -68,16 +68,25 @@ def main(connection, warm_log: str | None = None) -> None:
 
 
 def _run_one(job: dict, connection) -> None:
+    run_in_this_process(job, connection.send)
+
+
+def ends_job(message: dict) -> bool:
+    """The protocol's last message of a job: after it the worker is free for the next one."""
+    event = message["event"]
+    return event in ("finished", "user_error") or (event == "crashed" and not message.get("target"))
+
+
+def run_in_this_process(job: dict, emit) -> None:
+    """Run one job here and report through `emit`, whatever happens: the job's own project
+    modules are importable while it runs and forgotten afterwards, so that a process running job
+    after job (a pool worker, a Ray worker) never uses another job's copy of a module."""
     from tfbuild.errors import UserError
 
-    if job["root"] not in sys.path:
-        sys.path.insert(0, job["root"])
-    os.chdir(job["root"])
+    root = job["root"]
+    sys.path.insert(0, root)
+    os.chdir(root)
     _fresh_keras_names()
-
-    def emit(message: dict) -> None:
-        connection.send(message)
-
     try:
         from tfbuild.convert import run_job
 
@@ -93,6 +102,17 @@ def _run_one(job: dict, connection) -> None:
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
+        _forget_modules_under(root)
+
+
+def _forget_modules_under(root: str) -> None:
+    while root in sys.path:
+        sys.path.remove(root)
+    prefix = os.path.join(os.path.realpath(root), "")
+    for name, module in list(sys.modules.items()):
+        where = getattr(module, "__file__", None)
+        if where and os.path.realpath(where).startswith(prefix):
+            del sys.modules[name]
 
 
 def _fresh_keras_names() -> None:
