@@ -177,6 +177,31 @@ def test_a_killed_ray_worker_gets_its_job_retried(project, tmp_path, ray_address
 
 
 @pytest.mark.slow
+def test_sigterm_cancels_the_ray_tasks_and_keeps_nothing_half_done(project, tmp_path, ray_address):
+    gate, pid, mark = tmp_path / "gate", tmp_path / "pid", tmp_path / "never"
+    os.mkfifo(gate)
+    project.write("stuck.py", KILLED_ONCE.format(gate=str(gate), pid=str(pid), mark=str(mark)))
+    project.recipe("stuck", "tfbuild: 1\nmodel: {source: 'py:stuck:make'}\ntargets: {fp32: {}}\n")
+    build = project.popen("--executor", f"ray:{ray_address}")
+    with writer_when_blocked(gate, build):  # the Ray worker is inside the model factory
+        build.terminate()
+        out, err = build.communicate(timeout=120)
+        assert build.returncode == 143, out + err
+        assert "interrupted" in err and "Traceback" not in out + err
+        assert not list(project.root.rglob(".tfbuild-staging-*"))
+        assert not project.path("build/stuck/fp32/model.tflite").exists()
+        assert not process_alive(int(pid.read_text()))  # cancelled with force: the worker is gone
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/status").read_text().find("State:\tZ") < 0
+
+
+@pytest.mark.slow
 def test_a_job_that_kills_every_worker_fails_with_the_cause(project, ray_address):
     project.write("dies.py", "import os\n\n\ndef make():\n    os._exit(3)\n")
     project.recipe("dies", "tfbuild: 1\nmodel: {source: 'py:dies:make'}\ntargets: {fp32: {}}\n")

@@ -57,7 +57,11 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, handled like Ctrl-C: workers stopped, staging removed, finished targets kept."""
 
 
+_SIGNALLED: list[int] = []  # SIGTERM seen, even if a library turned our exception into another
+
+
 def _terminated(signum, frame):
+    _SIGNALLED.append(signum)
     raise Terminated()
 
 
@@ -487,4 +491,4 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt as interrupt:
         print("interrupted: finished targets are kept; the next run rebuilds the rest", file=sys.stderr)
-        return 143 if isinstance(interrupt, Terminated) else 130
+        return 143 if isinstance(interrupt, Terminated) or _SIGNALLED else 130

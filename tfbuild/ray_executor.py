@@ -82,8 +82,9 @@ class RayExecutor:
         _check_reachable(config.address)
         _quiet_cluster_messages(ray, lambda text: self.detail(f"ray: {text}"))
         try:
-            ray.init(address=config.address, logging_level=logging.ERROR, log_to_driver=False,
-                     namespace="tfbuild")
+            with _our_signal_handlers():
+                ray.init(address=config.address, logging_level=logging.ERROR, log_to_driver=False,
+                         namespace="tfbuild")
         except (ConnectionError, RuntimeError, ValueError) as err:
             raise UserError(f"cannot connect to the Ray cluster at {config.address}: {_first_line(err)}",
                             expected="a running cluster: `ray start --head`, then --executor ray:HOST:PORT "
@@ -244,6 +245,24 @@ def _check_reachable(address: str) -> None:
         raise UserError(f"cannot reach the Ray cluster at {address}: {getattr(err, 'strerror', None) or err}",
                         expected="a running cluster: `ray start --head`, then --executor ray:HOST:PORT "
                                  "or RAY_ADDRESS") from None
+
+
+@contextlib.contextmanager
+def _our_signal_handlers():
+    """ray.init installs its own SIGTERM/SIGINT handlers (log and exit 1); a build keeps its
+    own: workers stopped, staging removed, finished targets kept, exit 143 or 130."""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            if handler is not None:
+                signal.signal(sig, handler)
 
 
 def _quiet_cluster_messages(ray, sink: Callable[[str], None]) -> None:

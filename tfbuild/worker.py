@@ -84,6 +84,7 @@ def run_in_this_process(job: dict, emit) -> None:
     from tfbuild.errors import UserError
 
     root = job["root"]
+    before = set(sys.modules)
     sys.path.insert(0, root)
     os.chdir(root)
     _fresh_keras_names()
@@ -102,17 +103,26 @@ def run_in_this_process(job: dict, emit) -> None:
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
-        _forget_modules_under(root)
+        _forget_job_modules(root, before)
 
 
-def _forget_modules_under(root: str) -> None:
+def _forget_job_modules(root: str, before: set[str]) -> None:
+    """Forget the modules the job imported from its project (packages and modules at the
+    project's top level, and everything under them). Not tfbuild's own, even when it is installed
+    from inside the project (an editable checkout), and nothing found elsewhere on the path, even
+    when it lies inside the project (a virtualenv in `.venv/`)."""
     while root in sys.path:
         sys.path.remove(root)
-    prefix = os.path.join(os.path.realpath(root), "")
-    for name, module in list(sys.modules.items()):
-        where = getattr(module, "__file__", None)
-        if where and os.path.realpath(where).startswith(prefix):
+    real_root = os.path.realpath(root)
+    tops = {name.partition(".")[0] for name in set(sys.modules) - before} - {"tfbuild"}
+    for top in [t for t in tops if _lives_at_top_of(sys.modules.get(t), real_root)]:
+        for name in [n for n in sys.modules if n == top or n.startswith(top + ".")]:
             del sys.modules[name]
+
+
+def _lives_at_top_of(module, real_root: str) -> bool:
+    places = list(getattr(module, "__path__", None) or []) or [getattr(module, "__file__", None) or ""]
+    return any(place and os.path.dirname(os.path.realpath(place)) == real_root for place in places)
 
 
 def _fresh_keras_names() -> None:
