@@ -138,7 +138,7 @@ def test_ray_client_addresses_build_the_same_files(project, tmp_path, ray_cluste
     assert outputs(other) == outputs(project.root)
 
 
-KILLED_ONCE = """\
+GATED_ONCE = """\
 import os
 
 import keras
@@ -159,12 +159,20 @@ def make():
 """
 
 
-@pytest.mark.slow
-def test_a_killed_ray_worker_gets_its_job_retried(project, tmp_path, ray_address):
+@pytest.fixture
+def gated(project, tmp_path):
+    """Recipe `victim`, whose model factory, the first time it runs (while `mark` does not exist),
+    writes its process id into `pid` and blocks reading the FIFO `gate`."""
     gate, pid, mark = tmp_path / "gate", tmp_path / "pid", tmp_path / "mark"
     os.mkfifo(gate)
-    project.write("victim.py", KILLED_ONCE.format(gate=str(gate), pid=str(pid), mark=str(mark)))
+    project.write("victim.py", GATED_ONCE.format(gate=str(gate), pid=str(pid), mark=str(mark)))
     project.recipe("victim", "tfbuild: 1\nmodel: {source: 'py:victim:make'}\ntargets: {fp32: {}}\n")
+    return gate, pid
+
+
+@pytest.mark.slow
+def test_a_killed_ray_worker_gets_its_job_retried(project, gated, ray_address):
+    gate, pid = gated
     build = project.popen("-v", "--executor", f"ray:{ray_address}")
     with writer_when_blocked(gate, build):  # the Ray worker is inside the model factory
         os.kill(int(pid.read_text()), signal.SIGKILL)
@@ -177,11 +185,8 @@ def test_a_killed_ray_worker_gets_its_job_retried(project, tmp_path, ray_address
 
 
 @pytest.mark.slow
-def test_sigterm_cancels_the_ray_tasks_and_keeps_nothing_half_done(project, tmp_path, ray_address):
-    gate, pid, mark = tmp_path / "gate", tmp_path / "pid", tmp_path / "never"
-    os.mkfifo(gate)
-    project.write("stuck.py", KILLED_ONCE.format(gate=str(gate), pid=str(pid), mark=str(mark)))
-    project.recipe("stuck", "tfbuild: 1\nmodel: {source: 'py:stuck:make'}\ntargets: {fp32: {}}\n")
+def test_sigterm_cancels_the_ray_tasks_and_keeps_nothing_half_done(project, gated, ray_address):
+    gate, pid = gated
     build = project.popen("--executor", f"ray:{ray_address}")
     with writer_when_blocked(gate, build):  # the Ray worker is inside the model factory
         build.terminate()
@@ -189,7 +194,7 @@ def test_sigterm_cancels_the_ray_tasks_and_keeps_nothing_half_done(project, tmp_
         assert build.returncode == 143, out + err
         assert "interrupted" in err and "Traceback" not in out + err
         assert not list(project.root.rglob(".tfbuild-staging-*"))
-        assert not project.path("build/stuck/fp32/model.tflite").exists()
+        assert not project.path("build/victim/fp32/model.tflite").exists()
         assert not process_alive(int(pid.read_text()))  # cancelled with force: the worker is gone
 
 
