@@ -11,27 +11,16 @@ Usage: python bench/bench_ray.py [runs]
 from __future__ import annotations
 
 import os
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from bench_pool import RECIPES, project
-from common import ENV, PYTHON, measure, row, tfbuild
+from common import REPO, measure, row, tfbuild
 
-
-def start_cluster(temp: str) -> str:
-    ray = str(Path(PYTHON).with_name("ray"))
-    subprocess.run([ray, "start", "--head", "--port=0", "--num-cpus=2", "--node-ip-address=127.0.0.1",
-                    "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}"],
-                   check=True, capture_output=True, env={**ENV, "RAY_USAGE_STATS_ENABLED": "0"})
-    return "127.0.0.1:" + (Path(temp) / "ray_current_cluster").read_text().strip().rpartition(":")[2]
-
-
-def stop_cluster() -> None:
-    subprocess.run([str(Path(PYTHON).with_name("ray")), "stop", "--force"], capture_output=True)
+sys.path.insert(0, str(REPO / "tests"))
+from ray_head import free_port, start_ray_head, stop_ray_head  # noqa: E402 (the tests' own cluster)
 
 
 def tflites(root: Path) -> dict[str, bytes]:
@@ -39,8 +28,7 @@ def tflites(root: Path) -> dict[str, bytes]:
 
 
 def main(runs: int) -> None:
-    temp = tempfile.mkdtemp(prefix="tfr-", dir="/tmp")  # Ray's socket paths must stay short
-    address = start_cluster(temp)
+    head, address = start_ray_head(free_port())
     local, remote = [], []
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -51,8 +39,7 @@ def main(runs: int) -> None:
                 if tflites(work / "local") != tflites(work / "ray") or len(tflites(work / "ray")) != RECIPES:
                     raise SystemExit("the Ray build's .tflite files differ from the local build's")
     finally:
-        stop_cluster()
-        shutil.rmtree(temp, ignore_errors=True)
+        stop_ray_head(head)
     pool, ray = statistics.median(local), statistics.median(remote)
     print(f"{RECIPES} single-target recipes, clean builds, local 2-CPU Ray cluster, median of {runs} run(s):")
     print(row("tfbuild -j2 (local warm pool)", pool))

@@ -9,10 +9,6 @@ import json
 import os
 import shutil
 import signal
-import socket
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +16,7 @@ import pytest
 
 from conftest import assert_user_error
 from gates import writer_when_blocked
+from ray_head import free_port, start_ray_head, stop_ray_head
 from models import dense_classifier, features, write_dense_project
 
 BLOCKS = """\
@@ -48,34 +45,17 @@ def make():
 """
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def ray_cluster():
-    """A real local Ray cluster (2 CPUs) in its own processes, stopped at the end of the session:
-    its GCS address and its Ray Client address. A short temp dir: Ray's socket paths must fit in
-    107 bytes."""
-    ray_bin = Path(sys.executable).with_name("ray")
-    temp = tempfile.mkdtemp(prefix="tfr-", dir="/tmp")
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    client_port = free_port()
-    started = subprocess.run([str(ray_bin), "start", "--head", "--port=0", "--num-cpus=2",
-                              "--node-ip-address=127.0.0.1", "--include-dashboard=false",
-                              f"--ray-client-server-port={client_port}",
-                              "--disable-usage-stats", f"--temp-dir={temp}"],
-                             capture_output=True, text=True, env=env, timeout=180)
-    assert started.returncode == 0, started.stdout + started.stderr
-    address = (Path(temp) / "ray_current_cluster").read_text().strip()
-    port = address.rpartition(":")[2]
+    """A real local Ray cluster (2 CPUs) in its own processes (`ray start --head --block`, in its
+    own process group, which is stopped at the end: no other Ray on the machine is touched): its
+    GCS address and its Ray Client address. A short temp dir: Ray's socket paths must fit in 107
+    bytes."""
+    head, address = start_ray_head(client_port := free_port())
     try:
-        yield f"127.0.0.1:{port}", f"ray://127.0.0.1:{client_port}"
+        yield address, f"ray://127.0.0.1:{client_port}"
     finally:
-        subprocess.run([str(ray_bin), "stop", "--force"], capture_output=True, env=env, timeout=120)
-        shutil.rmtree(temp, ignore_errors=True)
+        stop_ray_head(head)
 
 
 def write_variety(project) -> None:
@@ -251,6 +231,36 @@ def test_a_bad_ray_section_is_located(project, section, fragment):
     write_dense_project(project)
     project.write("tfbuild.yaml", section + "\n")
     assert_user_error(project.run("--executor", "ray"), "tfbuild.yaml", fragment)
+
+
+@pytest.mark.slow
+def test_a_job_no_node_can_take_is_refused_before_any_work(project, ray_address):
+    write_dense_project(project)
+    project.write("tfbuild.yaml", "ray: {memory_mb: 100000000}\n")
+    result = project.run("--executor", f"ray:{ray_address}")
+    assert_user_error(result, "tfbuild.yaml: ray: no node of the Ray cluster can take a job of 1 CPU(s) "
+                              "and 100000000 MiB")
+    assert not project.path("build").exists()
+
+
+def test_an_input_outside_the_project_cannot_be_shipped(project, tmp_path):
+    write_dense_project(project)
+    outside = tmp_path / "elsewhere.npz"
+    shutil.copy(project.path("data/clf.npz"), outside)
+    recipe = project.path("recipes/clf.yaml")
+    recipe.write_text(recipe.read_text().replace("evaluation: data/clf.npz", f"evaluation: {outside}"))
+    project.path("data/link.npz").symlink_to(outside)  # a symlink inside the project is fine
+    result = project.run("--executor", "ray:127.0.0.1:1")
+    assert_user_error(result, "recipes/clf.yaml", f"{outside} is outside the project")
+
+
+def test_ray_client_and_local_addresses_are_understood(project):
+    write_dense_project(project)
+    port = free_port()
+    assert_user_error(project.run("--executor", f"ray://127.0.0.1:{port}"),
+                      f"cannot reach the Ray cluster at ray://127.0.0.1:{port}")
+    assert_user_error(project.run("--executor", "ray:local"), "does not start one")
+    assert_user_error(project.run("--executor", "ray:127.0.0.1"), "not a Ray address: 127.0.0.1")
 
 
 def test_an_unknown_executor_is_refused(project):

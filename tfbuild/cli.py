@@ -165,7 +165,7 @@ def cmd_build(project, options) -> int:
                 remote.warn = progress.warn
             jobs = options.jobs or 1
             try:
-                executor = (_ray_executor(ray, options.jobs, plans, progress) if ray is not None else None) \
+                executor = (_ray_executor(project, ray, options.jobs, plans, progress) if ray is not None else None) \
                     or WorkerPool(jobs, warm)
                 builder = Builder(project, state, progress, Options(
                     jobs, options.keep_going, cache=remote, read_cache=not options.always_make), executor)
@@ -247,19 +247,26 @@ def _ray_settings(project, executor: str | None):
     if executor in (None, "local"):
         return None
     kind, _, address = executor.partition(":")
-    if kind != "ray":
-        raise UserError(f"unknown executor {executor!r}", expected="--executor local, ray or ray:ADDRESS")
+    if executor.startswith("ray://"):  # a Ray Client address on its own
+        address = executor
+    elif kind != "ray":
+        raise UserError(f"unknown executor {executor!r}", expected="--executor local, ray, ray:ADDRESS or ray://HOST:PORT")
     from tfbuild.ray_executor import settings
 
     return settings(project.root, address or None)
 
 
-def _ray_executor(settings, jobs: int | None, plans, progress):
-    """Connected before any work starts (an unreachable cluster is exit 2 with nothing done), and
-    only when something may be converted: a no-op or a pure re-render never talks to Ray."""
-    if not any(plan.action == "convert" for plan in plans):
+def _ray_executor(project, settings, jobs: int | None, plans, progress):
+    """Connected before any work starts (an unreachable cluster, or an input it could not be
+    sent, is exit 2 with nothing done), and only when something may be converted: a no-op or a
+    pure re-render never talks to Ray."""
+    converting = [plan for plan in plans if plan.action == "convert"]
+    if not converting:
         return None
     from tfbuild.ray_executor import RayExecutor
+    from tfbuild.run import job_inputs
+
+    job_inputs(project, converting)
 
     return RayExecutor(settings, jobs, progress.detail)
 

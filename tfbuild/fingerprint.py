@@ -36,6 +36,12 @@ def _hash_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def tree_files(folder: Path) -> list[Path]:
+    """The files a folder input is made of (a SavedModel), in a stable order: what its digest
+    covers, and what a remote executor ships."""
+    return sorted(p for p in Path(folder).rglob("*") if p.is_file())
+
+
 class DigestCache:
     """Digests of files and directories, remembered by stat signature across runs."""
 
@@ -68,10 +74,7 @@ class DigestCache:
         """Digest of a file, or of a directory tree (names and contents), or None if missing."""
         path = Path(path)
         if path.is_dir():
-            parts = []
-            for child in sorted(p for p in path.rglob("*") if p.is_file()):
-                parts.append([child.relative_to(path).as_posix(), self.file(child)])
-            return sha256_json(parts)
+            return sha256_json([[child.relative_to(path).as_posix(), self.file(child)] for child in tree_files(path)])
         return self.file(path)
 
     def save(self) -> None:

@@ -57,6 +57,7 @@ class TargetPlan:
     loader_inputs: dict[str, str]
     action: str = "none"  # none | convert | render | rejected
     reasons: list[str] = field(default_factory=list)
+    input_paths: dict[str, Path] = field(default_factory=dict)  # "file:<path>" -> the path as the recipe says it
 
     @property
     def id(self) -> str:
@@ -181,21 +182,23 @@ def _check_needs(loaded: LoadedRecipe, target_name: str) -> None:
                         hint="or set mobile.ios.api: compiled_model (LiteRT reads int8)")
 
 
-def _metadata_inputs(project: Project, loaded: LoadedRecipe, target: str) -> tuple[dict, dict[str, str]]:
+def _metadata_inputs(project: Project, loaded: LoadedRecipe, target: str) -> tuple[dict, dict[str, str], dict]:
     """What a target's TFLite metadata adds to its key: the recipe's `metadata` section (config;
     only for targets that have metadata, so that the others keep their keys), the labels files
-    it packs into the .tflite, and the version of the extra that writes it."""
+    it packs into the .tflite (and their paths), and the version of the extra that writes it."""
     from tfbuild import metadata
 
     wanted = metadata.wanted(loaded.recipe, target, loaded.file)
     if wanted is None:
-        return {}, {}
+        return {}, {}, {}
     config = flatten(loaded.raw["metadata"], "metadata") if loaded.raw.get("metadata") else {}
     found = {f"version:{metadata.EXTRA_DISTRIBUTION}": metadata.extra_version()}
+    paths = {}
     for key, spec in metadata.label_files(wanted).items():
         path = _input_path(project, loaded, spec, key)
         found[f"file:{project.rel(path)}"] = project.digests.file(path)
-    return config, found
+        paths[f"file:{project.rel(path)}"] = path
+    return config, found, paths
 
 
 def plan_recipe(project: Project, loaded: LoadedRecipe, target_names: list[str],
@@ -219,7 +222,7 @@ def plan_recipe(project: Project, loaded: LoadedRecipe, target_names: list[str],
     for name in target_names:
         _check_needs(loaded, name)
         config = flatten({key: raw.get(key) for key in ("model", "data", "accept")})
-        metadata_config, metadata_inputs = _metadata_inputs(project, loaded, name)
+        metadata_config, metadata_inputs, metadata_paths = _metadata_inputs(project, loaded, name)
         config.update(metadata_config)
         config.update(flatten(raw["targets"][name], f"targets.{name}"))
         config["output_dir"] = project.rel(out_root)
@@ -233,7 +236,8 @@ def plan_recipe(project: Project, loaded: LoadedRecipe, target_names: list[str],
             config.update(flatten(mobile, "mobile"))
         plans.append(TargetPlan(loaded=loaded, name=name, out_dir=out_root / name, key=key,
                                 inputs=inputs, config=config, loader_key=loader_key,
-                                loader_inputs=loader_inputs))
+                                loader_inputs=loader_inputs,
+                                input_paths={**{f"file:{n}": p for n, p in inputs_by_name.items()}, **metadata_paths}))
     return plans
 
 

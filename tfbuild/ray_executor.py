@@ -7,11 +7,13 @@ promotion, state and lock stay in the parent. What differs is what a remote node
   task writes them into a private folder with the project's layout; nothing else of the project;
 - outputs come back as bytes with their sha256, checked and written into this build's staging
   folder before the scheduler sees the `done` message, so promotion stays the same atomic rename;
-- the task is a streaming generator, so phases reach the progress display as they happen;
+- the task is a streaming generator, so phases reach the progress display as they happen (Ray
+  Client cannot stream: there, a job's messages arrive when it is over);
 - a job whose Ray worker or node died is submitted again here (up to `max_retries` times) with
   the targets it had not finished, rather than by Ray, whose generator retries drop messages by
   position and would lose or repeat a target's report if the second run said one note more;
-- the node's tool versions must be the parent's: keys name the versions that made the outputs.
+- the node's versions of everything the keys name (TensorFlow, Keras, LiteRT, tfbuild, the
+  packages custom objects come from) must be the parent's.
 
 Ray workers are long-lived and run task after task, so TensorFlow is imported once per worker,
 as in the local pool; `max_calls` recycles them after `pool.MAX_JOBS` jobs for the same reason.
@@ -20,7 +22,6 @@ as in the local pool; `max_calls` recycles them after `pool.MAX_JOBS` jobs for t
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import queue
@@ -36,20 +37,25 @@ from typing import Callable, Iterator
 from pydantic import BaseModel, ConfigDict, Field
 
 from tfbuild.errors import UserError
+from tfbuild.fingerprint import sha256_bytes, tree_files
+from tfbuild.project import PROJECT_FILE
 
 EXTRA = "pip install 'tfbuild[ray]'"
+A_CLUSTER = "a running cluster (`ray start --head`), then --executor ray:HOST:PORT, ray://HOST:PORT or RAY_ADDRESS"
+AN_ADDRESS = "HOST:PORT, or ray://HOST:PORT for Ray Client"
 CONNECT_TIMEOUT_S = 5.0
 LOG_LIMIT = 1 << 20  # what a remote job's log may bring back
+JOB_FOLDER = "tfbuild-job-"  # + the Ray worker's pid, so that the next job can sweep a dead one's
 
 
 class RaySettings(BaseModel):
     """The `ray:` section of tfbuild.yaml: where the cluster is and what a job asks of it."""
 
     model_config = ConfigDict(extra="forbid")
-    address: str | None = None  # else --executor ray:ADDRESS, RAY_ADDRESS, or the local cluster
+    address: str | None = None  # --executor ray:ADDRESS and RAY_ADDRESS win; else the local cluster
     num_cpus: float = Field(1.0, gt=0)
     memory_mb: int = Field(2048, ge=0)  # a conversion: TensorFlow (~0.6 GB) plus the model
-    max_retries: int = Field(1, ge=0)  # a job whose worker or node died runs once more elsewhere
+    max_retries: int = Field(1, ge=0)  # a job whose worker or node died runs once more
     runtime_env: dict | None = None  # e.g. {pip: [tfbuild==X, tensorflow==Y]} for bare clusters
 
 
@@ -59,7 +65,7 @@ def settings(root: Path, flag_address: str | None) -> RaySettings:
 
     section, file = project_settings(root, "ray")
     found = validated(RaySettings, section, file, prefix="ray")
-    found.address = flag_address or found.address or os.environ.get("RAY_ADDRESS") or "auto"
+    found.address = flag_address or os.environ.get("RAY_ADDRESS") or found.address or "auto"
     return found
 
 
@@ -67,9 +73,10 @@ def settings(root: Path, flag_address: str | None) -> RaySettings:
 class RemoteJob:
     job_id: str
     payload: dict
-    files: dict
+    files: dict  # project-relative path -> ObjectRef of its bytes
     attempt: int = 1
     finished: set[str] = field(default_factory=set)  # targets whose report has arrived
+    said: set[str] = field(default_factory=set)  # notes shown already (a second attempt repeats them)
 
 
 class RayExecutor:
@@ -78,33 +85,32 @@ class RayExecutor:
     def __init__(self, config: RaySettings, jobs: int | None, detail: Callable[[str], None]):
         ray = _import_ray()
         self.config = config
-        self.detail = detail
-        _check_reachable(config.address)
-        _quiet_cluster_messages(ray, lambda text: self.detail(f"ray: {text}"))
+        where = _check_reachable(config.address)
+        _quiet_cluster_messages(lambda text: detail(f"ray: {text}"))
         try:
-            with _our_signal_handlers():
+            with _our_signal_handlers(), _neutral_cwd():
                 ray.init(address=config.address, logging_level=logging.ERROR, log_to_driver=False,
                          namespace="tfbuild")
         except (ConnectionError, RuntimeError, ValueError) as err:
             raise UserError(f"cannot connect to the Ray cluster at {config.address}: {_first_line(err)}",
-                            expected="a running cluster: `ray start --head`, then --executor ray:HOST:PORT "
-                                     "or RAY_ADDRESS") from None
+                            expected=A_CLUSTER) from None
         from tfbuild.pool import MAX_JOBS
 
-        cpus = ray.cluster_resources().get("CPU", 1)
+        cpus = _check_feasible(ray, config)
         self.slots = jobs or max(1, int(cpus // config.num_cpus))
         options = {"num_cpus": config.num_cpus, "memory": config.memory_mb << 20, "max_retries": 0}
         if config.runtime_env:
             options["runtime_env"] = config.runtime_env
         self.streaming = not config.address.startswith("ray://")
-        self._task = ray.remote(max_calls=MAX_JOBS)(run_remote if self.streaming else run_remote_collected)
-        self._task = self._task.options(**options)
+        task = ray.remote(max_calls=MAX_JOBS)(run_remote if self.streaming else run_remote_collected)
+        self._task = task.options(**options)
         self._shipped: dict[str, object] = {}  # sha256 -> ObjectRef, so a file travels once
         self.running: dict[object, RemoteJob] = {}  # the task's generator (or result) -> its job
-        detail(f"ray: connected to {config.address}, {cpus:g} CPU(s); {self.slots} job(s) at a time")
+        detail(f"ray: connected to {where}, {cpus:g} CPU(s); {self.slots} job(s) at a time")
 
     def submit(self, job_id: str, payload: dict, inputs: dict[str, Path]) -> str:
         files = {rel: self._ship(path) for name, top in inputs.items() for rel, path in _files(name, top)}
+        Path(payload["log"]).write_text("running on the Ray cluster: the job's log replaces this when it ends\n")
         self._start(RemoteJob(job_id, payload, files))
         return "queued on the Ray cluster"
 
@@ -116,7 +122,7 @@ class RayExecutor:
         import ray
 
         data = path.read_bytes()
-        digest = hashlib.sha256(data).hexdigest()
+        digest = sha256_bytes(data)
         if digest not in self._shipped:
             self._shipped[digest] = ray.put(data)
         return self._shipped[digest]
@@ -126,13 +132,12 @@ class RayExecutor:
 
         if not self.running:
             return []
-        pending = list(self.running)
-        ready, rest = ray.wait(pending, num_returns=1, timeout=timeout)
+        ready, rest = ray.wait(list(self.running), num_returns=1, timeout=timeout)
         if ready and rest:
             ready += ray.wait(rest, num_returns=len(rest), timeout=0)[0]
         out: list[tuple[str, dict]] = []
-        for generator in ready:
-            out += self._drain(generator)
+        for handle in ready:
+            out += self._drain(handle)
         return out
 
     def _drain(self, handle) -> list[tuple[str, dict]]:
@@ -148,6 +153,10 @@ class RayExecutor:
                 message = _arrived(job.payload, message)
                 if message.get("target") and message["event"] in ("done", "failed", "crashed"):
                     job.finished.add(message["target"])
+                if message["event"] == "note":
+                    if message["message"] in job.said:
+                        continue
+                    job.said.add(message["message"])
                 out.append((job.job_id, message))
                 if message["event"] == "lost" or ends_job(message):
                     del self.running[handle]
@@ -158,8 +167,8 @@ class RayExecutor:
         return out
 
     def _available(self, handle) -> Iterator[dict]:
-        """The task's messages that have arrived: streamed one by one from a generator task;
-        all at once, when the task is over, through Ray Client (which cannot stream)."""
+        """The task's messages that have arrived: one by one from a generator task; all at
+        once, when the task is over, through Ray Client."""
         import ray
 
         if not self.streaming:
@@ -172,85 +181,107 @@ class RayExecutor:
                     break
                 if not ray.wait([handle], timeout=0)[0]:
                     return
-        yield {"event": "lost", "message": "the Ray task ended without a result"}
+        yield {"event": "lost", "message": "the Ray task ended without a result", "worker_died": False}
 
     def _retry_or_lose(self, job: RemoteJob, err) -> dict:
         """A job whose worker or node died runs again (the targets it had not finished), up to
         `max_retries` times; then it is lost, with the cause."""
         import ray
 
-        cause = self._lost_cause(err)
-        system = isinstance(err, (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
-                                  ray.exceptions.OutOfMemoryError, ray.exceptions.ObjectLostError))
-        if system and job.attempt <= self.config.max_retries:
+        died = isinstance(err, (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
+                                ray.exceptions.OutOfMemoryError))
+        cause = _lost_cause(err)
+        if died and all(t["name"] in job.finished for t in job.payload["targets"]):
+            return {"event": "finished"}  # it died after its last report: nothing to run again
+        if died and job.attempt <= self.config.max_retries:
             job.attempt += 1
             self._start(job)
             return {"event": "note", "message": f"{cause}; running the job again "
                                                 f"(attempt {job.attempt} of {self.config.max_retries + 1})"}
-        if system and job.attempt > 1:
+        if died and job.attempt > 1:
             cause += f" (tried {job.attempt} times)"
-        return {"event": "lost", "message": cause}
-
-    def _lost_cause(self, err) -> str:
-        import ray
-
-        if isinstance(err, ray.exceptions.OutOfMemoryError):
-            return "killed by Ray's memory monitor (out of memory? raise ray.memory_mb in tfbuild.yaml)"
-        if isinstance(err, ray.exceptions.NodeDiedError):
-            return "its Ray node died"
-        if isinstance(err, ray.exceptions.WorkerCrashedError):
-            return "the Ray worker process died"
-        if isinstance(err, ray.exceptions.TaskCancelledError):
-            return "the Ray task was cancelled"
-        return f"the Ray task failed: {_first_line(err)}"
+        return {"event": "lost", "message": cause, "worker_died": died}
 
     def shutdown(self) -> None:
         import ray
 
-        for generator in self.running:
+        for handle in self.running:
             with contextlib.suppress(Exception):
-                ray.cancel(generator, force=True)
+                ray.cancel(handle, force=True)
         self.running = {}
         self._shipped = {}
         with contextlib.suppress(Exception):
             ray.shutdown()
 
 
+def _lost_cause(err) -> str:
+    import ray
+
+    if isinstance(err, ray.exceptions.OutOfMemoryError):
+        return "killed by Ray's memory monitor (out of memory? raise ray.memory_mb in tfbuild.yaml)"
+    if isinstance(err, ray.exceptions.NodeDiedError):
+        return "its Ray node died"
+    if isinstance(err, ray.exceptions.WorkerCrashedError):
+        return "the Ray worker process died"
+    if isinstance(err, ray.exceptions.TaskCancelledError):
+        return "the Ray task was cancelled"
+    cause = getattr(err, "cause", None)
+    if isinstance(cause, BaseException):  # a RayTaskError: what went wrong, not Ray's header
+        return f"{type(cause).__name__}: {_first_line(cause)}"
+    return _first_line(err)
+
+
 def _import_ray():
     try:
         import ray
     except ImportError:
-        raise UserError("--executor ray needs Ray, which is not installed",
-                        expected=EXTRA) from None
+        raise UserError("--executor ray needs Ray, which is not installed", expected=EXTRA) from None
     return ray
 
 
-def _check_reachable(address: str) -> None:
-    """Fail in seconds, not minutes: ray.init retries an unreachable address for a long time."""
+def _check_reachable(address: str) -> str:
+    """Fail in seconds, not minutes (ray.init retries an unreachable address for a long time).
+    Returns the address as shown to the user, with the HOST:PORT it stands for."""
+    if address == "local":
+        raise UserError("tfbuild uses a running Ray cluster; it does not start one", expected=A_CLUSTER)
     try:
         from ray._private.services import canonicalize_bootstrap_address
 
         bootstrap = (address.removeprefix("ray://") if address.startswith("ray://")
                      else canonicalize_bootstrap_address(address))
-    except (ConnectionError, ValueError) as err:
-        raise UserError(f"no Ray cluster to connect to ({address}): {_first_line(err)}",
-                        expected="a running cluster: `ray start --head`, then --executor ray:HOST:PORT "
-                                 "or RAY_ADDRESS") from None
+    except ValueError:
+        raise UserError(f"not a Ray address: {address}", expected=AN_ADDRESS) from None
+    except ConnectionError as err:
+        raise UserError(f"no Ray cluster to connect to ({address}): {_first_line(err)}", expected=A_CLUSTER) from None
     except ImportError:  # Ray moved its helper: ray.init's own (slower) failure will do
-        return
+        return address
     host, _, port = (bootstrap or "").rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"not a Ray address: {address}", expected=AN_ADDRESS)
     try:
-        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
-    except (OSError, ValueError) as err:
-        raise UserError(f"cannot reach the Ray cluster at {address}: {getattr(err, 'strerror', None) or err}",
-                        expected="a running cluster: `ray start --head`, then --executor ray:HOST:PORT "
-                                 "or RAY_ADDRESS") from None
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as err:
+        raise UserError(f"cannot reach the Ray cluster at {address}: {err.strerror or err}", expected=A_CLUSTER) from None
+    return address if address.endswith(bootstrap) else f"{address} ({bootstrap})"
+
+
+def _check_feasible(ray, config: RaySettings) -> float:
+    """A job no node can take would wait in Ray's queue forever: say so now. The cluster's CPUs."""
+    nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
+    fits = [r for r in nodes if r.get("CPU", 0) >= config.num_cpus and r.get("memory", 0) >= config.memory_mb << 20]
+    if not fits:
+        largest = max(nodes, key=lambda r: (r.get("CPU", 0), r.get("memory", 0)), default={})
+        raise UserError(f"no node of the Ray cluster can take a job of {config.num_cpus:g} CPU(s) and "
+                        f"{config.memory_mb} MiB (the largest has {largest.get('CPU', 0):g} CPU(s), "
+                        f"{int(largest.get('memory', 0)) >> 20} MiB)", file=PROJECT_FILE, key="ray",
+                        expected="ray.num_cpus and ray.memory_mb that fit a node")
+    return sum(r.get("CPU", 0) for r in nodes)
 
 
 @contextlib.contextmanager
 def _our_signal_handlers():
-    """ray.init installs its own SIGTERM/SIGINT handlers (log and exit 1); a build keeps its
-    own: workers stopped, staging removed, finished targets kept, exit 143 or 130."""
+    """ray.init installs its own SIGTERM/SIGINT handlers (log and exit); a build keeps its own:
+    workers stopped, staging removed, finished targets kept, exit 143 or 130."""
     import signal
 
     if threading.current_thread() is not threading.main_thread():
@@ -265,7 +296,19 @@ def _our_signal_handlers():
                 signal.signal(sig, handler)
 
 
-def _quiet_cluster_messages(ray, sink: Callable[[str], None]) -> None:
+@contextlib.contextmanager
+def _neutral_cwd():
+    """Ray puts the driver's working folder on every worker's import path: from a project
+    folder, a cluster on this machine would import the live project instead of the shipped files."""
+    cwd = os.getcwd()
+    os.chdir(tempfile.gettempdir())
+    try:
+        yield
+    finally:
+        os.chdir(cwd)
+
+
+def _quiet_cluster_messages(sink: Callable[[str], None]) -> None:
     """Ray prints its cluster's error messages (a worker died, a task is retried) straight to
     this process's stdout, through the progress display; they go to -v's details instead, and
     the build says what happened in its own words."""
@@ -281,9 +324,10 @@ def _first_line(err: BaseException) -> str:
 
 
 def _files(name: str, top: Path) -> Iterator[tuple[str, Path]]:
-    """A job input by project-relative path; a folder input (a SavedModel) file by file."""
+    """A job input by project-relative path; a folder input (a SavedModel) file by file, the
+    files its digest covers."""
     if top.is_dir():
-        for path in sorted(p for p in top.rglob("*") if p.is_file()):
+        for path in tree_files(top):
             yield f"{name}/{path.relative_to(top).as_posix()}", path
     else:
         yield name, top
@@ -296,15 +340,15 @@ def _arrived(payload: dict, message: dict) -> dict:
     if log is not None:
         Path(payload["log"]).write_text(log)
     if message["event"] == "done":
+        from tfbuild.run import write_staged
+
         result = message["result"]
         blobs, digests = result.pop("blobs"), result.pop("digests")
-        stage = Path(next(t["stage"] for t in payload["targets"] if t["name"] == message["target"]))
-        for name, data in blobs.items():
-            if hashlib.sha256(data).hexdigest() != digests[name]:
-                return {"event": "crashed", "target": message["target"], "stage": "bringing outputs back",
-                        "message": f"{name} arrived damaged (sha256 mismatch)"}
-            (stage / name).parent.mkdir(parents=True, exist_ok=True)
-            (stage / name).write_bytes(data)
+        damaged = sorted(name for name, data in blobs.items() if sha256_bytes(data) != digests[name])
+        if damaged:
+            return {"event": "crashed", "target": message["target"], "stage": "bringing outputs back",
+                    "message": f"{', '.join(damaged)} arrived damaged (sha256 mismatch)"}
+        write_staged(Path(next(t["stage"] for t in payload["targets"] if t["name"] == message["target"])), blobs)
     return message
 
 
@@ -316,15 +360,17 @@ def run_remote(payload: dict, files: dict) -> Iterator[dict]:
     message sent on as it happens, outputs attached as bytes. Runs on a cluster node."""
     import ray
 
-    yield {"event": "where", "where": f"Ray node {ray.util.get_node_ip_address()}, pid {os.getpid()}"}
-    drift = _version_drift(payload)
+    node = ray.util.get_node_ip_address()
+    yield {"event": "where", "where": f"Ray node {node}, pid {os.getpid()}"}
+    drift = _version_drift(payload["version_inputs"])
     if drift:
         yield {"event": "user_error", "error": UserError(
-            f"the Ray node {ray.util.get_node_ip_address()} has {drift}: its outputs would not match their keys",
-            expected="the same versions on the cluster (the cluster's image, or ray.runtime_env in tfbuild.yaml)",
+            f"the Ray node {node} has {drift}: its outputs would not match their keys",
+            expected=f"the same versions on the cluster (its image, or ray.runtime_env in {PROJECT_FILE})",
         ).to_dict()}
         return
-    work = Path(tempfile.mkdtemp(prefix="tfbuild-job-"))
+    _sweep_dead_job_folders()
+    work = Path(tempfile.mkdtemp(prefix=f"{JOB_FOLDER}{os.getpid()}-"))
     try:
         for (rel, _), data in zip(files.items(), ray.get(list(files.values()))):
             (work / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -341,22 +387,41 @@ def run_remote_collected(payload: dict, files: dict) -> list[dict]:
     return list(run_remote(payload, files))
 
 
-def _version_drift(payload: dict) -> str | None:
+def _version_drift(wanted: dict[str, str]) -> str | None:
+    """What this node has that differs from the versions the job's keys name ("version:<x>")."""
+    from importlib.metadata import PackageNotFoundError, version
+
     from tfbuild.plan import tool_versions
 
-    wanted, here = payload["targets"][0]["versions"], tool_versions()
-    drift = [f"{tool} {here.get(tool, 'missing')} where this build has {wanted[tool]}"
-             for tool in sorted(wanted) if here.get(tool) != wanted[tool]]
+    here = {f"version:{tool}": value for tool, value in tool_versions().items()}
+    drift = []
+    for key, value in sorted(wanted.items()):
+        if key not in here:
+            try:
+                here[key] = version(key.removeprefix("version:"))
+            except PackageNotFoundError:
+                here[key] = "missing"
+        if here[key] != value:
+            drift.append(f"{key.removeprefix('version:')} {here[key]} where this build has {value}")
     return "; ".join(drift) or None
+
+
+def _sweep_dead_job_folders() -> None:
+    """A job folder whose Ray worker was killed (cancelled, crashed, out of memory) never ran its
+    cleanup: the next job on the node removes it, so that model copies do not pile up."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{JOB_FOLDER}*-*"):
+        pid = folder.name.removeprefix(JOB_FOLDER).split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _streamed(job: dict) -> Iterator[dict]:
     """Run the job in a thread of this worker and yield its messages as they come; the last
-    one carries the job's log (TensorFlow's output, read once the job is over)."""
+    one carries the job's log (TensorFlow's output, read once the job is over). However this
+    ends, the thread is waited for and the worker is left in a folder that will not vanish."""
     from tfbuild.worker import ends_job, run_in_this_process
 
     messages: queue.Queue = queue.Queue()
-    cwd = os.getcwd()
 
     def run() -> None:
         try:
@@ -368,15 +433,17 @@ def _streamed(job: dict) -> Iterator[dict]:
     thread = threading.Thread(target=run, name="tfbuild-job", daemon=True)
     thread.start()
     last = None
-    while (message := messages.get()) is not None:
-        if message["event"] == "done":
-            _attach_outputs(message, job)
-        if ends_job(message):
-            last = message  # sent with the log, once the job has written all of it
-            continue
-        yield message
-    thread.join()
-    os.chdir(cwd)
+    try:
+        while (message := messages.get()) is not None:
+            if message["event"] == "done":
+                _attach_outputs(message, job)
+            if ends_job(message):
+                last = message  # sent with the log, once the job has written all of it
+                continue
+            yield message
+    finally:
+        thread.join()
+        os.chdir(tempfile.gettempdir())
     if last is not None:
         last["log_text"] = _tail(Path(job["log"]))
         yield last
@@ -386,7 +453,7 @@ def _attach_outputs(message: dict, job: dict) -> None:
     stage = Path(next(t["stage"] for t in job["targets"] if t["name"] == message["target"]))
     result = message["result"]
     result["blobs"] = {name: (stage / name).read_bytes() for name in result["files"]}
-    result["digests"] = {name: hashlib.sha256(data).hexdigest() for name, data in result["blobs"].items()}
+    result["digests"] = {name: sha256_bytes(data) for name, data in result["blobs"].items()}
 
 
 @contextlib.contextmanager

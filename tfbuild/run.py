@@ -111,10 +111,7 @@ class Builder:
         """A cache hit, its digests already checked: staged and promoted exactly like a local
         build (no worker, no TensorFlow); loaders are rendered here."""
         started = time.perf_counter()
-        stage = self._stage(plan)
-        stage.mkdir(parents=True, exist_ok=True)
-        for name, data in files.items():
-            (stage / name).write_bytes(data)
+        write_staged(self._stage(plan), files)
         result = {"files": sorted(files), "verdict": "passed", "failures": [], "warnings": []}
         self._finish(self._land(plan, result, time.perf_counter() - started, status="cached"))
 
@@ -162,15 +159,10 @@ class Builder:
                          "stage": str(self._stage(p)), "float_fallback_before": _last_fallback(self.project, p)}
                         for p in job.plans],
         }
+        payload["version_inputs"] = {k: v for p in job.plans for k, v in p.inputs.items() if k.startswith("version:")}
         job.pending = [p.name for p in job.plans]
-        waiting = self.executor.submit(job.recipe, payload, self._inputs(job))
+        waiting = self.executor.submit(job.recipe, payload, job_inputs(self.project, job.plans))
         self.progress.phase(job.recipe, job.recipe, waiting)
-
-    def _inputs(self, job: Job) -> dict[str, Path]:
-        """The files a job reads (every file its targets' keys hash), by project-relative path:
-        what a remote executor ships, and nothing more."""
-        names = {key.removeprefix("file:") for plan in job.plans for key in plan.inputs if key.startswith("file:")}
-        return {name: self.project.root / name for name in sorted(names)}
 
     def _plan(self, job: Job, name: str) -> TargetPlan:
         return next(p for p in job.plans if p.name == name)
@@ -188,8 +180,9 @@ class Builder:
         if event == "where":
             self.progress.detail(f"{job.recipe}: {message['where']}")
             return False
-        if event == "lost":  # the executor lost the worker (or node) that ran this job
-            self._fail_pending(job, "crashed", [f"worker died while {job.stage}: {message['message']}",
+        if event == "lost":  # the executor lost the job: its worker (or node) died, or the task failed
+            how = "worker died" if message.get("worker_died", True) else "failed"
+            self._fail_pending(job, "crashed", [f"{how} while {job.stage}: {message['message']}",
                                                 f"log: {self._log(job)}"])
             return True
         if event == "started":
@@ -310,6 +303,14 @@ def _remove_staging(roots: set[Path], run_id: str) -> None:
             shutil.rmtree(stale, ignore_errors=True)
 
 
+def write_staged(stage: Path, files: dict[str, bytes]) -> None:
+    """Outputs that were made elsewhere (a cache, a remote worker), written into staging as a
+    local worker would have written them."""
+    for name, data in files.items():
+        (stage / name).parent.mkdir(parents=True, exist_ok=True)
+        (stage / name).write_bytes(data)
+
+
 def promote(stage: Path, destination: Path, names: list[str]) -> list[Path]:
     """Rename staged files into place one by one (same filesystem: each rename is atomic)."""
     placed = []
@@ -319,6 +320,22 @@ def promote(stage: Path, destination: Path, names: list[str]) -> list[Path]:
         os.replace(stage / name, target)
         placed.append(target)
     return placed
+
+
+def job_inputs(project: Project, plans: list[TargetPlan]) -> dict[str, Path]:
+    """The files a job reads (every file its targets' keys hash), by their path in the project
+    as the recipe names it (a symlink inside the project stays a path inside it): what a remote
+    executor ships, and nothing more. A file outside the project has no place on a remote node."""
+    found: dict[str, Path] = {}
+    for plan in plans:
+        for path in plan.input_paths.values():
+            relative = os.path.relpath(path, project.root)
+            if relative == ".." or relative.startswith("../") or os.path.isabs(relative):
+                raise UserError(f"{path} is outside the project: a remote executor ships the project's "
+                                "files only", file=plan.loaded.file,
+                                expected="inputs inside the project folder (a symlink inside it may point anywhere)")
+            found[Path(relative).as_posix()] = path
+    return dict(sorted(found.items()))
 
 
 def _last_fallback(project: Project, plan: TargetPlan) -> dict | None:

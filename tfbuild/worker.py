@@ -68,7 +68,7 @@ def main(connection, warm_log: str | None = None) -> None:
 
 
 def _run_one(job: dict, connection) -> None:
-    run_in_this_process(job, connection.send)
+    run_in_this_process(job, connection.send, forget_modules=False)  # one project: keep its modules
 
 
 def ends_job(message: dict) -> bool:
@@ -77,10 +77,12 @@ def ends_job(message: dict) -> bool:
     return event in ("finished", "user_error") or (event == "crashed" and not message.get("target"))
 
 
-def run_in_this_process(job: dict, emit) -> None:
-    """Run one job here and report through `emit`, whatever happens: the job's own project
-    modules are importable while it runs and forgotten afterwards, so that a process running job
-    after job (a pool worker, a Ray worker) never uses another job's copy of a module."""
+def run_in_this_process(job: dict, emit, *, forget_modules: bool = True) -> None:
+    """Run one job here and report through `emit`, whatever happens. The job's project modules
+    are importable while it runs; with `forget_modules` they are forgotten afterwards, so that a
+    process whose jobs come from different folders (a Ray worker) never uses another job's copy
+    of a module. The local pool's jobs share one project, whose modules may register things
+    with TensorFlow when imported, which cannot be done twice."""
     from tfbuild.errors import UserError
 
     root = job["root"]
@@ -103,7 +105,10 @@ def run_in_this_process(job: dict, emit) -> None:
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
-        _forget_job_modules(root, before)
+        while root in sys.path:
+            sys.path.remove(root)
+        if forget_modules:
+            _forget_job_modules(root, before)
 
 
 def _forget_job_modules(root: str, before: set[str]) -> None:
@@ -111,8 +116,6 @@ def _forget_job_modules(root: str, before: set[str]) -> None:
     project's top level, and everything under them). Not tfbuild's own, even when it is installed
     from inside the project (an editable checkout), and nothing found elsewhere on the path, even
     when it lies inside the project (a virtualenv in `.venv/`)."""
-    while root in sys.path:
-        sys.path.remove(root)
     real_root = os.path.realpath(root)
     tops = {name.partition(".")[0] for name in set(sys.modules) - before} - {"tfbuild"}
     for top in [t for t in tops if _lives_at_top_of(sys.modules.get(t), real_root)]:
