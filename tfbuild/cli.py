@@ -132,13 +132,14 @@ def cmd_build(project, options) -> int:
         remote = _remote(cache)
         selected = project.select(patterns, overrides)  # recipe mistakes surface before any worker
         everything = _converts_everything(project, options)
-        if everything:  # and input files that are not what they claim, before the warm worker
+        reads_cache = remote is not None and not options.always_make  # the builder checks its misses
+        if everything and not reads_cache:  # input files that are not what they claim, before the warm worker
             for loaded, _ in selected:
                 inputs_check.check_recipe(project, loaded)
         warm = _warm_worker(project) if everything and cache is None else []  # a cache may spare TF
         try:
             plans, state = _classified(project, patterns, overrides, options.always_make, selected)
-            if not everything:
+            if not everything and not reads_cache:
                 inputs_check.check_plans(project, plans)
             lock_problem = state.lock_problem()  # reads the lock: a newer one stops us before any work
             state_note = state.damage_note()
@@ -155,7 +156,8 @@ def cmd_build(project, options) -> int:
             if remote is not None:
                 remote.warn = progress.warn
             builder = Builder(project, state, progress, Options(
-                max(1, options.jobs), options.keep_going, cache=remote, read_cache=not options.always_make), warm)
+                max(1, options.jobs), options.keep_going, cache=remote, read_cache=not options.always_make,
+                check_inputs=reads_cache), warm)
             try:
                 outcomes = builder.build(plans)
             finally:
