@@ -181,10 +181,14 @@ def render_loaders(ctx: dict, template_dirs: list[Path] | None = None) -> dict[s
     _check_overrides(template_dirs)
     view = build_view(ctx)
     env = _environment(template_dirs)
+    plan = _plan(view)
+    golden = None  # the same text for both platforms: made once
+    if any(source == GOLDEN for source, _ in plan):
+        golden = golden_json(ctx, view["inputs"], view["outputs"])
     files = {}
-    for source, path in _plan(view):
+    for source, path in plan:
         if source == GOLDEN:
-            files[path] = golden_json(ctx, view["inputs"], view["outputs"])
+            files[path] = golden
         elif source != MODEL:
             files[path] = env.get_template(source).render(**view)
     return files
