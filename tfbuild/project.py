@@ -26,7 +26,7 @@ from tfbuild.jsonfile import read_cache
 STATE_DIR = ".tfbuild"
 LOCK_FILE = "tfbuild.lock"
 COMPOSE_CACHE_LIMIT = 256
-COMPOSE_CACHE_VERSION = 3  # bump when compose() changes what it returns or refuses
+COMPOSE_CACHE_VERSION = 4  # bump when compose() changes what it returns or refuses
 
 
 @dataclass(frozen=True)
