@@ -7,6 +7,7 @@ import copy
 import json
 import math
 import re
+import tempfile
 
 import numpy as np
 import pytest
@@ -534,6 +535,32 @@ def test_override_dir_wins_and_is_listed_first(tmp_path):
                  "ios/interpreter/Loader.swift.j2", "ios/_shared.swift.j2", "ios/Package.swift.j2",
                  "ios/LoaderTests.swift.j2", "ios/README.md.j2", "_header.j2"):
         assert name in names
+
+
+def test_compiled_templates_are_reused_only_for_the_same_source(tmp_path, monkeypatch):
+    """The bytecode cache outlives the environment (a new process); an edited template, same
+    path and size, is compiled anew, and a cache that cannot be written only costs a compile."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    override = tmp_path / "tpl" / "android" / "interpreter" / "Loader.kt.j2"
+    override.parent.mkdir(parents=True)
+    ctx = make_ctx([tensor("x", [1])], [tensor("y", [1])], api="interpreter")
+
+    def rendered(text: str) -> str:
+        override.write_text(text)
+        codegen._environment_for.cache_clear()  # as a new process would start
+        return render_loaders(ctx, [tmp_path / "tpl"])[KT_MAIN]
+
+    assert rendered("// one {{ target }}\n") == "// one int8\n"
+    assert any((tmp_path / "tmp").rglob("__tfbuild_*.cache"))
+    assert rendered("// two {{ target }}\n") == "// two int8\n"
+    monkeypatch.setattr("jinja2.FileSystemBytecodeCache.dump_bytecode", _raise_oserror)
+    assert rendered("// six {{ target }}\n") == "// six int8\n"
+    codegen._environment_for.cache_clear()
+
+
+def _raise_oserror(*args):
+    raise OSError(28, "No space left on device")
 
 
 def test_an_override_under_a_renamed_template_name_is_refused(tmp_path):

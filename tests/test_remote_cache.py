@@ -88,6 +88,17 @@ def test_a_fresh_clone_pulls_every_target_without_tensorflow(origin, s3, tmp_pat
     assert status.code == 0 and "2 of 2 target(s) remote" in status.out, status.text
 
 
+def test_inputs_the_cache_does_not_have_are_checked_before_any_worker(origin, s3, tmp_path):
+    """Hits need no input checks (their key hashes the same files); a miss is checked as ever."""
+    env, _ = s3
+    teammate = clone(origin, tmp_path)
+    teammate.write("models/clf.keras", "version https://git-lfs.github.com/spec/v1\noid sha256:abc\n")
+    result = teammate.run("--cache", f"s3://{BUCKET}/main", env=env)
+    assert result.code == 2, result.text
+    assert "recipes/clf.yaml: model.source: not a readable .keras model: a Git LFS pointer" in result.err
+    assert workers_started(teammate) == []
+
+
 def test_a_tampered_blob_is_refused_and_the_target_built_here(origin, s3, tmp_path):
     env, fs = s3
     prefix = f"{BUCKET}/tampered"

@@ -370,6 +370,14 @@ def test_hydra_settings_are_not_recipe_keys(proj):
     assert lines[0] == "error: recipes/m.yaml: line 9: hydra: unknown key (Hydra would take it for its own settings and drop it)"
     lines = refused(proj, GOOD, "hydra.run.dir=x")
     assert lines[0] == "error: recipes/m.yaml: hydra.run.dir: bad override 'hydra.run.dir=x': not a recipe key (Hydra's own settings)"
+    # Pieces merged into Hydra's node: Hydra's own groups are left out of compositions, so its
+    # "Multiple values" error no longer catches the first one; both are refused at their entry.
+    proj.write("recipes/hydra/job_logging/quiet.yaml", "version: 1\n")
+    proj.write("recipes/quant/q.yaml", "quantize: int8\n")
+    for entry in ("hydra/job_logging: quiet", "quant@hydra.x: q"):
+        lines = refused(proj, f"defaults:\n  - {entry}\n  - _self_\n" + GOOD)
+        assert lines[0] == (f"error: recipes/m.yaml: line 2: defaults list entry 1: {entry.split(':')[0]} would "
+                            "merge into Hydra's own settings, which composing drops"), lines
 
 
 def test_paths_the_system_cannot_take_are_refused_at_their_key(proj):

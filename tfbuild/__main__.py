@@ -1,3 +1,3 @@
-from tfbuild.cli import main
+from tfbuild.cli import run
 
-raise SystemExit(main())
+run()

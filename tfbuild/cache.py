@@ -36,6 +36,12 @@ LAYOUT = "v1"
 MODES = ("read", "read-write")
 ENV_URL = "TFBUILD_CACHE"
 ENV_SECRET = "TFBUILD_CACHE_KEY"
+# S3 fails fast (a dead endpoint must not stall the build) and makes one GET per object:
+# s3fs otherwise asks each object's size first (a HEAD), to fetch one over 50 MiB in ranges
+# over several connections. Entries are a few hundred bytes and blobs rarely that large (one
+# that is comes in one stream); a pull of the examples made 64 requests instead of 32.
+S3_OPTIONS = {"config_kwargs": {"connect_timeout": 3, "read_timeout": 10, "retries": {"max_attempts": 2}},
+              "max_concurrency": 1}
 
 
 @dataclass(frozen=True)
@@ -92,10 +98,7 @@ class RemoteCache:
             import fsspec
 
             protocol = fsspec.utils.get_protocol(self.config.url)
-            options = {}
-            if protocol in ("s3", "s3a"):  # fail fast: a dead endpoint must not stall the build
-                options = {"config_kwargs": {"connect_timeout": 3, "read_timeout": 10,
-                                             "retries": {"max_attempts": 2}}}
+            options = S3_OPTIONS if protocol in ("s3", "s3a") else {}
             self._fs, self._root = fsspec.core.url_to_fs(self.config.url, **options)
             self._root = self._root.rstrip("/")
         return self._fs

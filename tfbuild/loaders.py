@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tfbuild import __version__
 from tfbuild.errors import UserError
+from tfbuild.fingerprint import sha256_bytes
 from tfbuild.plan import GOLDEN_FILE, REPORT_FILE, TargetPlan
 from tfbuild.project import LoadedRecipe, Project
 
@@ -101,13 +102,17 @@ def render_target(project: Project, plan: TargetPlan, stage: Path) -> list[Path]
 
 
 def _place(plan: TargetPlan, stage: Path, relative: str, write) -> Path:
-    """write(staged path), then rename the staged file to its place under the target's dir."""
+    """write(staged path), then rename the staged file to its place under the target's dir.
+
+    Staged flat, named by the digest of its relative path (any length, one name per path):
+    mirroring the loaders' package folders in the stage made each fresh target create them
+    twice, and creating folders was most of what rendering cost once templates were compiled."""
     destination = (plan.out_dir / relative).resolve()
     if plan.out_dir.resolve() not in destination.parents:
         raise UserError(f"generated path escapes the build directory: {relative}",
                         file=plan.loaded.file, key="mobile")
-    staged = stage / relative
-    staged.parent.mkdir(parents=True, exist_ok=True)
+    staged = stage / sha256_bytes(relative.encode())
+    stage.mkdir(parents=True, exist_ok=True)
     write(staged)
     destination.parent.mkdir(parents=True, exist_ok=True)
     os.replace(staged, destination)

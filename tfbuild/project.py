@@ -27,7 +27,7 @@ STATE_DIR = ".tfbuild"
 LOCK_FILE = "tfbuild.lock"
 PROJECT_FILE = "tfbuild.yaml"  # settings of the project, not of a recipe: cache, executors
 COMPOSE_CACHE_LIMIT = 256
-COMPOSE_CACHE_VERSION = 3  # bump when compose() changes what it returns or refuses
+COMPOSE_CACHE_VERSION = 4  # bump when compose() changes what it returns or refuses
 
 
 @dataclass(frozen=True)

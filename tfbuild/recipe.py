@@ -438,8 +438,10 @@ def compose(recipes_dir: Path, name: str, overrides: list[str], shown_as: str) -
             # Hydra's upgrade notes (a defaults list without `_self_` applies the recipe's own
             # keys last, which is what a recipe means) are not the user's business.
             warnings.simplefilter("ignore", UserWarning)
-            base = OmegaConf.to_container(hydra_compose(config_name=path.name), resolve=False) if overrides else {}
-            cfg = hydra_compose(config_name=path.name, overrides=[_forced(o, base) for o in overrides])
+            own = _without_hydra_groups()
+            base = OmegaConf.to_container(hydra_compose(config_name=path.name, overrides=own),
+                                          resolve=False) if overrides else {}
+            cfg = hydra_compose(config_name=path.name, overrides=[*own, *(_forced(o, base) for o in overrides)])
         recipe_yaml.check_interpolations(OmegaConf.to_container(cfg, resolve=False), pieces)
         composed = OmegaConf.to_container(cfg, resolve=True)
     except Exception as err:  # noqa: BLE001 - sorted into user errors and bugs just below
@@ -450,6 +452,18 @@ def compose(recipes_dir: Path, name: str, overrides: list[str], shown_as: str) -
         GlobalHydra.instance().clear()
     # Through JSON, as the composition cache stores it: a recipe means the same either way.
     return _in_written_order(json.loads(json.dumps(composed)), written.data)
+
+
+def _without_hydra_groups() -> list[str]:
+    """Overrides that delete Hydra's own config groups (its launcher, logging, help texts, as
+    its HydraConf lists them) from the defaults list. Every composition loaded and merged them
+    into the `hydra` node that compose() then drops, which took two thirds of composing a
+    recipe; the recipe composes the same without them (recipes and overrides may not name
+    `hydra`: recipe_yaml refuses it)."""
+    from hydra.conf import HydraConf
+
+    return [f"~hydra/{group}" for entry in HydraConf().defaults for group, option in entry.items()
+            if option is not None]
 
 
 def _raised_while_composing(err: Exception) -> bool:

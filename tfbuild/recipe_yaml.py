@@ -281,6 +281,10 @@ class _Pieces:
                 raise UserError(f"defaults list entry {index}: {key} appears twice (also entry {chosen[label]})",
                                 **where, hint="keep one of them")
             chosen[label] = index
+            if label.partition("@")[2].split(".")[0] == "hydra":
+                raise UserError(f"defaults list entry {index}: {key} would merge into Hydra's own settings, "
+                                "which composing drops", **where,
+                                expected="a group and package of the recipe, e.g. quant@targets.int8")
             path = self.recipes_dir / full / f"{option}.yaml"
             if not path.is_file():
                 options = sorted(p.stem for p in (self.recipes_dir / full).glob("*.yaml"))

@@ -45,6 +45,7 @@ class Options:
     keep_going: bool = False
     cache: object = None  # a cache.RemoteCache, or None
     read_cache: bool = True  # -B rebuilds locally (and still pushes)
+    check_inputs: bool = False  # inputs_check what the cache does not have (the caller did not)
 
 
 @dataclass
@@ -78,6 +79,8 @@ class Builder:
         jobs: dict[str, Job] = {}
         try:
             hits = self._cache_hits(plans)
+            if self.options.check_inputs:
+                self._check_inputs([plan for plan in plans if plan.id not in hits])
             for plan in plans:
                 if plan.action == "none":
                     self._finish(Outcome(plan, "up-to-date"))
@@ -106,6 +109,15 @@ class Builder:
             return cache.fetch_all(wanted)
         finally:
             self.progress.idle("cache")
+
+    def _check_inputs(self, plans: list[TargetPlan]) -> None:
+        """The input files of what is left to convert or render, checked as the planner checks
+        them without a cache. A hit needs none of it: its key hashes those same files, and a
+        model that is an LFS pointer or data that is a renamed CSV never built to be pushed
+        (the check reads every array header, and a pull would import numpy for nothing)."""
+        from tfbuild import inputs_check
+
+        inputs_check.check_plans(self.project, plans)
 
     def _from_cache(self, plan: TargetPlan, files: dict[str, bytes]) -> None:
         """A cache hit, its digests already checked: staged and promoted exactly like a local

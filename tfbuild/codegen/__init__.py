@@ -130,16 +130,44 @@ def _environment(template_dirs: list[Path] | None):
     return _environment_for(tuple(str(d) for d in _search_path(template_dirs)))
 
 
+# What the compiled code of a template depends on besides its source (see _bytecode_cache).
+SYNTAX = {"keep_trailing_newline": True, "autoescape": False, "trim_blocks": True, "lstrip_blocks": True}
+
+
 @functools.lru_cache(maxsize=8)
 def _environment_for(search_path: tuple[str, ...]):
     import jinja2
 
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(list(search_path)),
-        undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False,
-        trim_blocks=True, lstrip_blocks=True)
+        loader=jinja2.FileSystemLoader(list(search_path)), undefined=jinja2.StrictUndefined,
+        bytecode_cache=_bytecode_cache(), **SYNTAX)
     env.filters.update(FILTERS)
     return env
+
+
+def _bytecode_cache():
+    """Compiled templates kept between runs, as Python keeps .pyc files: compiling the ten
+    templates a build renders took longer than rendering every target's loaders with them, and
+    a fresh clone pulling from the shared cache paid it each time. jinja2's own per-user folder
+    (mode 0700, in the temp dir) holds them, each checked against its template's source digest;
+    the file names carry the jinja2 version and the syntax options the code was compiled with.
+    None (compile every run) where that folder is missing or not safe to use."""
+    import jinja2
+
+    from tfbuild.fingerprint import sha256_json
+
+    class QuietCache(jinja2.FileSystemBytecodeCache):
+        def dump_bytecode(self, bucket) -> None:  # a full or read-only disk only costs the next compile
+            try:
+                super().dump_bytecode(bucket)
+            except OSError:
+                pass
+
+    tag = sha256_json([jinja2.__version__, SYNTAX])[:12]
+    try:
+        return QuietCache(pattern=f"__tfbuild_{tag}_%s.cache")
+    except (OSError, RuntimeError):  # RuntimeError: jinja2 found no folder only this user can write
+        return None
 
 
 def _plan(view: dict) -> list[tuple[str, str]]:
@@ -153,10 +181,14 @@ def render_loaders(ctx: dict, template_dirs: list[Path] | None = None) -> dict[s
     _check_overrides(template_dirs)
     view = build_view(ctx)
     env = _environment(template_dirs)
+    plan = _plan(view)
+    golden = None  # the same text for both platforms: made once
+    if any(source == GOLDEN for source, _ in plan):
+        golden = golden_json(ctx, view["inputs"], view["outputs"])
     files = {}
-    for source, path in _plan(view):
+    for source, path in plan:
         if source == GOLDEN:
-            files[path] = golden_json(ctx, view["inputs"], view["outputs"])
+            files[path] = golden
         elif source != MODEL:
             files[path] = env.get_template(source).render(**view)
     return files
