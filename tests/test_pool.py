@@ -51,3 +51,21 @@ def test_workers_are_retired_after_max_jobs(three):
     result = three.run("-j1", env={"TFBUILD_WORKER_MAX_JOBS": "1"})
     assert result.code == 0, result.text
     assert len(set(workers(three))) == 3
+
+
+
+def test_a_worker_that_died_while_idle_is_replaced(tmp_path):
+    """A kept worker killed while it waited (the OOM killer, a stray signal) gets no job: the
+    next job goes to a new worker instead of failing to send (it was a BrokenPipeError)."""
+    from tfbuild.pool import WorkerPool, start_worker
+
+    dead = start_worker()
+    dead.process.kill()
+    dead.process.join()
+    pool = WorkerPool(1, [dead])
+    try:
+        pool.submit("job", {"root": str(tmp_path), "log": str(tmp_path / "job.log"), "targets": []})
+        (worker, _), = pool.busy.values()
+        assert worker is not dead and worker.process.is_alive()
+    finally:
+        pool.shutdown()

@@ -71,13 +71,25 @@ class WorkerPool:
     def submit(self, job_id: str, payload: dict, inputs: dict | None = None) -> str:
         """Send a job to an idle worker (started if none is idle); what the job is waiting for.
         `inputs` (the job's files) matter to remote executors only: this one shares the disk."""
-        worker = self.idle.pop() if self.idle else start_worker()
+        worker = self._send(payload)
         warm = worker.jobs > 0 or worker.warm_log is not None
-        worker.connection.send(payload)
         worker.jobs += 1
         self.busy[worker.connection] = (worker, job_id)
         self.said.append((job_id, {"event": "where", "where": f"local worker, pid {worker.pid}"}))
         return "starting" if warm else "starting a worker (importing TensorFlow)"
+
+    def _send(self, payload: dict) -> Worker:
+        """An idle worker that died while it waited (OOM killer, a stray signal) is replaced."""
+        while self.idle:
+            worker = self.idle.pop()
+            try:
+                worker.connection.send(payload)
+                return worker
+            except (OSError, ValueError):
+                kill(worker)
+        worker = start_worker()
+        worker.connection.send(payload)
+        return worker
 
     def events(self, timeout: float) -> list[tuple[str, dict]]:
         """Messages of every job that has some (waiting up to `timeout` for the first)."""
