@@ -7,9 +7,11 @@ models, data and the committed lock; no build/ and no .tfbuild/), as a teammate 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import socket
+import threading
 
 import pytest
 
@@ -157,6 +159,53 @@ def test_an_unreachable_cache_is_one_warning_and_the_build_goes_on(origin, s3, t
     assert result.code == 0 and "2 built" in result.out, result.text
     assert result.out.count("warning: cache s3://") == 1 and "building locally" in result.out
     assert "Traceback" not in result.text
+
+
+@contextlib.contextmanager
+def server_that_stops_at_the_first_blob():
+    """A second S3 endpoint on the same moto backend (moto keeps its buckets per process) that
+    serves entries, and at the first request for a blob goes away: that request and every later
+    one get a 503 while the server shuts down, so new connections are refused."""
+    from moto.server import DomainDispatcherApplication, create_backend_app
+    from werkzeug.serving import make_server
+
+    moto = DomainDispatcherApplication(create_backend_app)
+    stopped = threading.Event()
+
+    def app(environ, start_response):
+        if "/v1/cas/" in environ.get("PATH_INFO", "") and not stopped.is_set():
+            stopped.set()
+            threading.Thread(target=server.shutdown, daemon=True).start()
+        if stopped.is_set():
+            start_response("503 Service Unavailable", [("Content-Length", "0")])
+            return [b""]
+        return moto(environ, start_response)
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}", stopped
+    finally:
+        if not stopped.is_set():
+            server.shutdown()
+        server.server_close()
+
+
+def test_a_server_that_stops_mid_pull_leaves_nothing_half_done(origin, s3, tmp_path):
+    env, _ = s3
+    teammate = clone(origin, tmp_path)
+    with server_that_stops_at_the_first_blob() as (endpoint, stopped):
+        result = teammate.run("--cache", f"s3://{BUCKET}/main", env={**env, "AWS_ENDPOINT_URL": endpoint})
+    assert stopped.is_set()  # the entries were found; the server went away during the download
+    assert result.code == 0 and "2 built" in result.out and "cached" not in result.out, result.text
+    assert result.out.count("warning: cache s3://") == 1 and "failed during a download" in result.out
+    assert "Traceback" not in result.text
+    assert not list(teammate.root.rglob(".tfbuild-staging-*"))
+    for target in ("fp32", "int8"):
+        for name in CONVERTED:
+            built = teammate.path(f"build/clf/{target}/{name}").read_bytes()
+            assert built == origin.path(f"build/clf/{target}/{name}").read_bytes()
+    assert teammate.run("check").code == 0
 
 
 def test_read_mode_never_writes_and_cache_push_uploads_what_is_built(origin, s3, tmp_path):

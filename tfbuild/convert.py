@@ -776,12 +776,15 @@ def run_job(job: dict, emit: Callable[[dict], None]) -> None:
                  for item in job["targets"]}  # a metadata mistake stops the job before any conversion
     for item in job["targets"]:
         emit({"event": "started", "target": item["name"]})
+        began = time.perf_counter()
         try:
             result = _build_target(recipe, item, source, calibration, (eval_inputs, labels, eval_from),
                                    reference, kinds, shared, phase, (root, file), described[item["name"]])
-            emit({"event": "done", "target": item["name"], "result": result})
+            emit({"event": "done", "target": item["name"], "result": result,
+                  "seconds": time.perf_counter() - began})
         except ConversionFailed as err:
-            emit({"event": "failed", "target": item["name"], "message": f"while {STAGE['now']}: {err}"})
+            emit({"event": "failed", "target": item["name"], "message": f"while {STAGE['now']}: {err}",
+                  "seconds": time.perf_counter() - began})
         except UserError:
             raise
         except Exception as err:  # a bug, or TensorFlow failing on this model: this target only

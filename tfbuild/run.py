@@ -206,7 +206,8 @@ class Builder:
             name = message["target"]
             job.pending.remove(name)
             plan = self._plan(job, name)
-            seconds = time.perf_counter() - job.started.get(name, time.perf_counter())
+            # the worker's own clock when it sent one (Ray Client delivers a job's messages at once)
+            seconds = message.get("seconds", time.perf_counter() - job.started.get(name, time.perf_counter()))
             if event == "done":
                 self._finish(self._land(plan, message["result"], seconds))
             else:
