@@ -20,7 +20,7 @@ from bench_pool import RECIPES, project
 from common import REPO, measure, row, tfbuild
 
 sys.path.insert(0, str(REPO / "tests"))
-from ray_head import free_port, start_ray_head, stop_ray_head  # noqa: E402 (the tests' own cluster)
+from ray_head import free_port, start_ray_head, stop_ray_node  # noqa: E402 (the tests' own cluster)
 
 
 def tflites(root: Path) -> dict[str, bytes]:
@@ -39,7 +39,7 @@ def main(runs: int) -> None:
                 if tflites(work / "local") != tflites(work / "ray") or len(tflites(work / "ray")) != RECIPES:
                     raise SystemExit("the Ray build's .tflite files differ from the local build's")
     finally:
-        stop_ray_head(head)
+        stop_ray_node(head)
     pool, ray = statistics.median(local), statistics.median(remote)
     print(f"{RECIPES} single-target recipes, clean builds, local 2-CPU Ray cluster, median of {runs} run(s):")
     print(row("tfbuild -j2 (local warm pool)", pool))

@@ -23,26 +23,41 @@ def free_port() -> int:
 
 
 def start_ray_head(client_port: int) -> tuple[subprocess.Popen, str]:
+    """The head node (2 CPUs) and its GCS address. A short temp dir: Ray's socket paths must fit
+    in 107 bytes."""
     temp = tempfile.mkdtemp(prefix="tfr-", dir="/tmp")
-    head = subprocess.Popen([str(Path(sys.executable).with_name("ray")), "start", "--head", "--block", "--port=0",
-                             "--num-cpus=2", "--node-ip-address=127.0.0.1", "--include-dashboard=false",
-                             f"--ray-client-server-port={client_port}", "--disable-usage-stats",
-                             f"--temp-dir={temp}"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                            env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+    head, said = _ray_start(["--head", "--port=0", "--num-cpus=2", "--include-dashboard=false",
+                             f"--ray-client-server-port={client_port}", f"--temp-dir={temp}"],
+                            ready=r"--address='[^']*:(\d+)'")
+    head.temp_dir = temp
+    return head, f"127.0.0.1:{said.group(1)}"
+
+
+def start_ray_node(address: str, cpus: int) -> subprocess.Popen:
+    """Another node of the cluster at `address`, on this machine: a node a test can kill."""
+    node, _ = _ray_start([f"--address={address}", f"--num-cpus={cpus}"], ready=r"Ray runtime started")
+    node.temp_dir = None
+    return node
+
+
+def _ray_start(args: list[str], ready: str) -> tuple[subprocess.Popen, re.Match]:
+    process = subprocess.Popen([str(Path(sys.executable).with_name("ray")), "start", "--block",
+                                "--node-ip-address=127.0.0.1", "--disable-usage-stats", *args],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                               env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
     said = []
-    for line in head.stdout:  # until `ray start` says how to connect, i.e. the cluster is up
+    for line in process.stdout:  # until `ray start` says the node is up
         said.append(line)
-        found = re.search(r"--address='[^']*:(\d+)'", line)
+        found = re.search(ready, line)
         if found:
-            threading.Thread(target=head.stdout.read, daemon=True).start()  # keep the pipe drained
-            head.temp_dir = temp
-            return head, f"127.0.0.1:{found.group(1)}"
-    head.wait()
-    raise RuntimeError("ray start --head failed:\n" + "".join(said))
+            threading.Thread(target=process.stdout.read, daemon=True).start()  # keep the pipe drained
+            return process, found
+    process.wait()
+    raise RuntimeError("ray start failed:\n" + "".join(said))
 
 
-def stop_ray_head(head: subprocess.Popen) -> None:
+def stop_ray_node(head: subprocess.Popen) -> None:
     os.killpg(head.pid, signal.SIGTERM)
     head.wait(timeout=120)
-    shutil.rmtree(head.temp_dir, ignore_errors=True)
+    if head.temp_dir:
+        shutil.rmtree(head.temp_dir, ignore_errors=True)

@@ -16,7 +16,7 @@ import pytest
 
 from conftest import assert_user_error
 from gates import writer_when_blocked
-from ray_head import free_port, start_ray_head, stop_ray_head
+from ray_head import free_port, start_ray_head, start_ray_node, stop_ray_node
 from models import dense_classifier, features, write_dense_project
 
 BLOCKS = """\
@@ -55,7 +55,7 @@ def ray_cluster():
     try:
         yield address, f"ray://127.0.0.1:{client_port}"
     finally:
-        stop_ray_head(head)
+        stop_ray_node(head)
 
 
 def write_variety(project) -> None:
@@ -161,6 +161,29 @@ def test_a_killed_ray_worker_gets_its_job_retried(project, gated, ray_address):
     assert out.count("victim: Ray node") == 2  # the job started twice: once killed, once retried
     assert "the Ray worker process died; running the job again (attempt 2 of 2)" in out
     assert "Traceback" not in out + err
+    assert project.path("build/victim/fp32/model.tflite").is_file()
+
+
+@pytest.mark.slow
+def test_a_job_whose_node_dies_runs_again_on_another_node(project, gated, ray_address):
+    """Jobs that ask for 3 CPUs fit no node but the ones this test adds (the head has 2): the job
+    starts on node A; node B joins while the job waits at the gate; A is stopped."""
+    gate, pid = gated
+    project.write("tfbuild.yaml", "ray: {num_cpus: 3}\n")
+    node_a = start_ray_node(ray_address, cpus=3)
+    node_b = None
+    try:
+        build = project.popen("-v", "--executor", f"ray:{ray_address}")
+        with writer_when_blocked(gate, build):  # the job is inside the model factory, on node A
+            node_b = start_ray_node(ray_address, cpus=3)
+            stop_ray_node(node_a)
+        out, err = build.communicate(timeout=300)
+    finally:
+        for node in (node_a, node_b):
+            if node is not None and node.poll() is None:
+                stop_ray_node(node)
+    assert build.returncode == 0 and "1 built" in out, out + err
+    assert out.count("victim: Ray node") == 2 and "running the job again (attempt 2 of 2)" in out, out
     assert project.path("build/victim/fp32/model.tflite").is_file()
 
 
