@@ -44,7 +44,8 @@ def test_bad_yaml_names_file_and_line(proj):
 
 def test_unknown_key_names_key_path(proj):
     proj.recipe("m", GOOD.replace("  fp32: {}", "  fp32: {quantise: float16}"))
-    assert_user_error(proj.run("-n"), "recipes/m.yaml: targets.fp32.quantise: unknown key")
+    # the line it was written at: GOOD's targets.fp32 is on line 7
+    assert_user_error(proj.run("-n"), "recipes/m.yaml: line 7: targets.fp32.quantise: unknown key")
 
 
 def test_wrong_type_says_what_was_expected(proj):
@@ -111,7 +112,7 @@ def test_int8_edges_with_an_ios_interpreter_loader_are_refused_before_converting
 def test_ios_delegates_without_the_interpreter_api_are_refused(proj):
     # Delegates are TensorFlowLiteSwift's; the default CompiledModel loader would ignore them.
     proj.recipe("m", GOOD + "mobile:\n  ios: {class_name: Model, delegates: [metal]}\n")
-    assert_user_error(proj.run("-n"), "recipes/m.yaml: mobile.ios", "belong to api: interpreter",
+    assert_user_error(proj.run("-n"), "recipes/m.yaml: line 10: mobile.ios", "belong to api: interpreter",
                       "mobile.ios.api: interpreter")
     proj.recipe("m", GOOD + "mobile:\n  ios: {class_name: Model, api: interpreter, delegates: [metal]}\n")
     result = proj.run("-n")
@@ -382,7 +383,22 @@ def test_hydra_settings_are_not_recipe_keys(proj):
 
 def test_paths_the_system_cannot_take_are_refused_at_their_key(proj):
     lines = refused(proj, GOOD.replace("data/calib.npz", "data/" + "x" * 300 + ".npz"))
-    assert lines[0].startswith("error: recipes/m.yaml: data.calibration: a path of at most 1024 bytes, "
+    assert lines[0].startswith("error: recipes/m.yaml: line 5: data.calibration: a path of at most 1024 bytes, "
                                "names of at most 255")
     lines = refused(proj, GOOD.replace("models/m.keras", '"models/m\\0.keras"'))
-    assert lines[0].startswith("error: recipes/m.yaml: model.source: a path cannot contain a NUL character")
+    assert lines[0].startswith("error: recipes/m.yaml: line 3: model.source: a path cannot contain a NUL character")
+
+
+def test_schema_errors_name_the_line_in_the_piece_that_wrote_the_key(proj):
+    """A key merged from a defaults-list piece is blamed on the piece's line; a missing key on
+    its parent's line; a value an override set on the override, not on a line of the file."""
+    proj.write("recipes/quant/strict.yaml", "quantize: int8\naccept:\n  top1_agreement: 0.97\n  min_top: 1\n")
+    proj.recipe("m", "defaults:\n  - quant@targets.int8: strict\n  - _self_\n" + GOOD.replace(
+        "  int8: {quantize: int8}\n", "  int8: {}\n"))
+    assert_user_error(proj.run("-n"), "recipes/quant/strict.yaml: line 4: targets.int8.accept.min_top: unknown key")
+    proj.recipe("m", GOOD.replace("  source: models/m.keras\n", "  signature: serving_default\n"))
+    assert_user_error(proj.run("-n"), "recipes/m.yaml: line 2: model.source: required key is missing")
+    proj.recipe("m", GOOD)
+    overridden = proj.run("-n", "targets.fp32.quantize=int4")
+    assert_user_error(overridden, "bad override 'targets.fp32.quantize=int4'")
+    assert "line" not in overridden.err.splitlines()[0]

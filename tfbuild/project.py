@@ -91,7 +91,10 @@ class Project:
         try:
             recipe = recipe_mod.validate(raw, shown)
         except UserError as err:
-            raise _blame_override(err, overrides) from None
+            blamed = _blame_override(err, overrides)
+            if blamed.message.startswith("bad override"):  # the file's line holds the value it replaced
+                raise blamed from None
+            raise recipe_mod.located(err, self.recipes_dir, name, overrides) from None
         return LoadedRecipe(name=name, file=shown, raw=raw, recipe=recipe)
 
     @functools.cached_property

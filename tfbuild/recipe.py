@@ -356,6 +356,29 @@ def validate(raw: dict, file: str) -> Recipe:
     return validated(Recipe, migrate(raw, file), file)
 
 
+def located(err: UserError, recipes_dir: Path, name: str, overrides: list[str]) -> UserError:
+    """A schema error with the line its key was written at: in the recipe, or in the piece its
+    defaults list merged there; a missing key is shown at its parent's line. Worked out only
+    when there is an error (a valid recipe may come from the composition cache unread)."""
+    if err.line is not None or not err.key:
+        return err
+    from tfbuild import recipe_yaml
+
+    try:
+        pieces = recipe_yaml.check_pieces(recipes_dir, recipe_yaml.read_recipe(recipe_file(recipes_dir, name), err.file),
+                                          overrides)
+    except UserError:
+        return err
+    parts = err.key.split(".")
+    while parts:
+        file, line = recipe_yaml.locate(pieces, ".".join(parts))
+        if line is not None:
+            err.file, err.line = file, line
+            break
+        parts.pop()
+    return err
+
+
 def validated(model: type[BaseModel], raw: dict, file: str, prefix: str = ""):
     """`model` validated from `raw`, or a UserError naming every bad key path (under `prefix`,
     the key of the section `raw` is, in a file holding more than one)."""

@@ -64,8 +64,8 @@ class YamlFile:
                 if pair is None:
                     return None
                 line, node = pair[0].start_mark.line + 1, pair[1]
-            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-                node = node.value[part]
+            elif isinstance(node, yaml.SequenceNode) and str(part).isdigit() and int(part) < len(node.value):
+                node = node.value[int(part)]
                 line = node.start_mark.line + 1
             else:
                 return None
