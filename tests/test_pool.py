@@ -64,7 +64,7 @@ def test_a_worker_that_died_while_idle_is_replaced(tmp_path):
     dead.process.join()
     pool = WorkerPool(1, [dead])
     try:
-        pool.submit("job", {"root": str(tmp_path), "log": str(tmp_path / "job.log"), "targets": []})
+        pool.submit("job", {"root": str(tmp_path), "log": str(tmp_path / "job.log"), "targets": []}, {})
         (worker, _), = pool.busy.values()
         assert worker is not dead and worker.process.is_alive()
     finally:

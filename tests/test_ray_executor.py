@@ -266,7 +266,8 @@ def test_a_job_no_node_can_take_is_refused_before_any_work(project, ray_address)
     assert not project.path("build").exists()
 
 
-def test_an_input_outside_the_project_cannot_be_shipped(project, tmp_path):
+@pytest.mark.slow
+def test_an_input_outside_the_project_cannot_be_shipped_but_builds_here(project, tmp_path):
     write_dense_project(project)
     outside = tmp_path / "elsewhere.npz"
     shutil.copy(project.path("data/clf.npz"), outside)
@@ -275,6 +276,8 @@ def test_an_input_outside_the_project_cannot_be_shipped(project, tmp_path):
     project.path("data/link.npz").symlink_to(outside)  # a symlink inside the project is fine
     result = project.run("--executor", "ray:127.0.0.1:1")
     assert_user_error(result, "recipes/clf.yaml", f"{outside} is outside the project")
+    local = project.run()  # the local pool reads files where they are
+    assert local.code == 0 and "1 built" in local.out, local.text
 
 
 def test_ray_client_and_local_addresses_are_understood(project):

@@ -165,12 +165,11 @@ def cmd_build(project, options) -> int:
             progress = Progress(len(plans), verbose=options.verbose)
             if remote is not None:
                 remote.warn = progress.warn
-            jobs = options.jobs or 1
             try:
                 executor = (_ray_executor(project, ray, options.jobs, plans, progress) if ray is not None else None) \
-                    or WorkerPool(jobs, warm)
+                    or WorkerPool(options.jobs or 1, warm)
                 builder = Builder(project, state, progress, Options(
-                    jobs, options.keep_going, cache=remote, read_cache=not options.always_make,
+                    options.keep_going, cache=remote, read_cache=not options.always_make,
                     check_inputs=reads_cache), executor)
                 outcomes = builder.build(plans)
             finally:

@@ -60,7 +60,7 @@ class WorkerPool:
     job's messages in the worker protocol (`events`), a job's last message being the one
     `worker.ends_job` says ends it, or a `lost` message when its worker died."""
 
-    name = "local"
+    ships_inputs = False  # its workers read the project's files where they are
 
     def __init__(self, size: int, warm: list[Worker] | None = None):
         self.slots = size
@@ -68,9 +68,8 @@ class WorkerPool:
         self.busy: dict[object, tuple[Worker, str]] = {}  # connection -> worker, job id
         self.said: list[tuple[str, dict]] = []  # messages of our own, handed out by the next events()
 
-    def submit(self, job_id: str, payload: dict, inputs: dict | None = None) -> str:
-        """Send a job to an idle worker (started if none is idle); what the job is waiting for.
-        `inputs` (the job's files) matter to remote executors only: this one shares the disk."""
+    def submit(self, job_id: str, payload: dict, inputs: dict) -> str:
+        """Send a job to an idle worker (started if none is idle); what the job is waiting for."""
         worker = self._send(payload)
         warm = worker.jobs > 0 or worker.warm_log is not None
         worker.jobs += 1

@@ -91,9 +91,8 @@ class Project:
         try:
             recipe = recipe_mod.validate(raw, shown)
         except UserError as err:
-            blamed = _blame_override(err, overrides)
-            if blamed.message.startswith("bad override"):  # the file's line holds the value it replaced
-                raise blamed from None
+            if _blame_override(err, overrides):  # the file's line holds the value it replaced
+                raise err from None
             raise recipe_mod.located(err, self.recipes_dir, name, overrides) from None
         return LoadedRecipe(name=name, file=shown, raw=raw, recipe=recipe)
 
@@ -183,14 +182,15 @@ def _hydra_version() -> str:
         return "unknown"
 
 
-def _blame_override(err: UserError, overrides: list[str]) -> UserError:
-    """A bad value that came from the command line is the override's fault, not the file's."""
+def _blame_override(err: UserError, overrides: list[str]) -> bool:
+    """A bad value that came from the command line is the override's fault, not the file's:
+    said in the message. Whether an override was to blame."""
     for override in overrides:
         key = override.split("=", 1)[0].lstrip("+~")
         if err.key and (err.key == key or err.key.startswith(key + ".") or key.startswith(err.key + ".")):
             err.message = f"bad override {override!r}: {err.message}"
-            break
-    return err
+            return True
+    return False
 
 
 def _remove(path: Path) -> None:

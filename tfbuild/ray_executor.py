@@ -3,7 +3,7 @@
 Same contract as the local pool (`pool.WorkerPool`): jobs in, the worker protocol's messages out;
 promotion, state and lock stay in the parent. What differs is what a remote node cannot share:
 - inputs travel by content: the files the job's keys hash (model, custom-object modules, data,
-  `depends`, labels) go into Ray's object store once per build, deduplicated by digest, and the
+  `depends`, labels) go into Ray's object store once per build, however many jobs read them, and the
   task writes them into a private folder with the project's layout; nothing else of the project;
 - outputs come back as bytes with their sha256, checked and written into this build's staging
   folder before the scheduler sees the `done` message, so promotion stays the same atomic rename;
@@ -80,7 +80,7 @@ class RemoteJob:
 
 
 class RayExecutor:
-    name = "ray"
+    ships_inputs = True  # the job's files, by their path in the project (run.job_inputs)
 
     def __init__(self, config: RaySettings, jobs: int | None, detail: Callable[[str], None]):
         ray = _import_ray()
@@ -104,7 +104,7 @@ class RayExecutor:
         self.streaming = not config.address.startswith("ray://")
         task = ray.remote(max_calls=MAX_JOBS)(run_remote if self.streaming else run_remote_collected)
         self._task = task.options(**options)
-        self._shipped: dict[str, object] = {}  # sha256 -> ObjectRef, so a file travels once
+        self._shipped: dict[Path, object] = {}  # file -> ObjectRef: a file recipes share travels once
         self.running: dict[object, RemoteJob] = {}  # the task's generator (or result) -> its job
         detail(f"ray: connected to {where}, {cpus:g} CPU(s); {self.slots} job(s) at a time")
 
@@ -121,11 +121,10 @@ class RayExecutor:
     def _ship(self, path: Path):
         import ray
 
-        data = path.read_bytes()
-        digest = sha256_bytes(data)
-        if digest not in self._shipped:
-            self._shipped[digest] = ray.put(data)
-        return self._shipped[digest]
+        real = path.resolve()
+        if real not in self._shipped:
+            self._shipped[real] = ray.put(real.read_bytes())
+        return self._shipped[real]
 
     def events(self, timeout: float) -> list[tuple[str, dict]]:
         import ray

@@ -41,7 +41,6 @@ class Outcome:
 
 @dataclass
 class Options:
-    jobs: int = 1
     keep_going: bool = False
     cache: object = None  # a cache.RemoteCache, or None
     read_cache: bool = True  # -B rebuilds locally (and still pushes)
@@ -58,10 +57,8 @@ class Job:
 
 
 class Builder:
-    def __init__(self, project: Project, state: BuildState, progress, options: Options, executor=None):
-        from tfbuild.pool import WorkerPool
-
-        self.executor = executor if executor is not None else WorkerPool(options.jobs)
+    def __init__(self, project: Project, state: BuildState, progress, options: Options, executor):
+        self.executor = executor  # pool.WorkerPool or ray_executor.RayExecutor
         self.project = project
         self.state = state
         self.progress = progress
@@ -173,7 +170,8 @@ class Builder:
         }
         payload["version_inputs"] = {k: v for p in job.plans for k, v in p.inputs.items() if k.startswith("version:")}
         job.pending = [p.name for p in job.plans]
-        waiting = self.executor.submit(job.recipe, payload, job_inputs(self.project, job.plans))
+        inputs = job_inputs(self.project, job.plans) if self.executor.ships_inputs else {}
+        waiting = self.executor.submit(job.recipe, payload, inputs)
         self.progress.phase(job.recipe, job.recipe, waiting)
 
     def _plan(self, job: Job, name: str) -> TargetPlan:

@@ -59,16 +59,12 @@ def main(connection, warm_log: str | None = None) -> None:
         else:
             redirect_output(job["log"])
         first = False
-        _run_one(job, connection)
+        run_in_this_process(job, connection.send, forget_modules=False)  # one project: keep its modules
     sys.stdout.flush()
     sys.stderr.flush()
     connection.close()
     # Everything is written and reported: skip TensorFlow's slow interpreter teardown.
     os._exit(0)
-
-
-def _run_one(job: dict, connection) -> None:
-    run_in_this_process(job, connection.send, forget_modules=False)  # one project: keep its modules
 
 
 def ends_job(message: dict) -> bool:
