@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from bench_pool import RECIPES, project
-from common import REPO, measure, row, tfbuild
+from common import ENV, REPO, measure, row, tfbuild
 
 sys.path.insert(0, str(REPO / "tests"))
 from ray_head import free_port, start_ray_head, stop_ray_node  # noqa: E402 (the tests' own cluster)
@@ -28,7 +28,7 @@ def tflites(root: Path) -> dict[str, bytes]:
 
 
 def main(runs: int) -> None:
-    head, address = start_ray_head(free_port())
+    head, address = start_ray_head(free_port(), env=ENV)  # Ray's workers run as the local pool's do
     local, remote = [], []
     try:
         with tempfile.TemporaryDirectory() as tmp:

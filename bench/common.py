@@ -15,7 +15,8 @@ REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 # This sandbox sets PYTHONDONTWRITEBYTECODE=1, so every process would compile tfbuild's modules
 # from source again (~0.06 s); a user's machine caches their bytecode after the first run.
-ENV = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
+# A shared cache from the user's environment would turn clean builds into pulls.
+ENV = {key: value for key, value in os.environ.items() if key not in ("PYTHONDONTWRITEBYTECODE", "TFBUILD_CACHE")}
 ENV["TF_CPP_MIN_LOG_LEVEL"] = "3"
 
 

@@ -22,13 +22,13 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_ray_head(client_port: int) -> tuple[subprocess.Popen, str]:
+def start_ray_head(client_port: int, env: dict | None = None) -> tuple[subprocess.Popen, str]:
     """The head node (2 CPUs) and its GCS address. A short temp dir: Ray's socket paths must fit
     in 107 bytes."""
     temp = tempfile.mkdtemp(prefix="tfr-", dir="/tmp")
     head, said = _ray_start(["--head", "--port=0", "--num-cpus=2", "--include-dashboard=false",
                              f"--ray-client-server-port={client_port}", f"--temp-dir={temp}"],
-                            ready=r"--address='[^']*:(\d+)'")
+                            ready=r"--address='[^']*:(\d+)'", env=env)
     head.temp_dir = temp
     return head, f"127.0.0.1:{said.group(1)}"
 
@@ -40,11 +40,13 @@ def start_ray_node(address: str, cpus: int) -> subprocess.Popen:
     return node
 
 
-def _ray_start(args: list[str], ready: str) -> tuple[subprocess.Popen, re.Match]:
+def _ray_start(args: list[str], ready: str, env: dict | None = None) -> tuple[subprocess.Popen, re.Match]:
+    """`ray start --block ARGS`, returned once its output matches `ready`; its workers get `env`
+    (default: this process's)."""
     process = subprocess.Popen([str(Path(sys.executable).with_name("ray")), "start", "--block",
                                 "--node-ip-address=127.0.0.1", "--disable-usage-stats", *args],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                               env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+                               env={**(env or os.environ), "RAY_USAGE_STATS_ENABLED": "0"})
     said = []
     for line in process.stdout:  # until `ray start` says the node is up
         said.append(line)

@@ -9,6 +9,7 @@ import math
 import re
 import tempfile
 
+import jinja2
 import numpy as np
 import pytest
 import tree_sitter_kotlin
@@ -551,8 +552,16 @@ def test_compiled_templates_are_reused_only_for_the_same_source(tmp_path, monkey
         codegen._environment_for.cache_clear()  # as a new process would start
         return render_loaders(ctx, [tmp_path / "tpl"])[KT_MAIN]
 
+    compiled = []
+    compile_source = jinja2.Environment.compile
+    monkeypatch.setattr(jinja2.Environment, "compile",
+                        lambda self, source, name=None, *a, **k: compiled.append(name) or compile_source(self, source, name, *a, **k))
     assert rendered("// one {{ target }}\n") == "// one int8\n"
     assert any((tmp_path / "tmp").rglob("__tfbuild_*.cache"))
+    assert "android/interpreter/Loader.kt.j2" in compiled
+    compiled.clear()
+    assert rendered("// one {{ target }}\n") == "// one int8\n"
+    assert "android/interpreter/Loader.kt.j2" not in compiled  # a new environment, the same code reused
     assert rendered("// two {{ target }}\n") == "// two int8\n"
     monkeypatch.setattr("jinja2.FileSystemBytecodeCache.dump_bytecode", _raise_oserror)
     assert rendered("// six {{ target }}\n") == "// six int8\n"

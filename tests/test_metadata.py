@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -191,6 +192,8 @@ def test_metadata_is_written_before_verification_read_back_and_keyed(project):
         assert (meta.name, meta.author, meta.license, meta.minParserVersion) == (b"rgb", b"Ada", b"Apache-2.0", b"1.0.0")
         if version:
             assert meta.version == version.encode()
+        else:  # the default: the target and the converted model's digest
+            assert re.fullmatch(rb"fp32-[0-9a-f]{12}", meta.version), meta.version
         (image,) = meta.subgraphMetadata[0].inputTensorMetadata
         assert image.content.contentPropertiesType == fb.ContentProperties.ImageProperties
         assert image.content.contentProperties.colorSpace == fb.ColorSpaceType.RGB
@@ -234,7 +237,7 @@ def test_bad_metadata_is_a_located_user_error_and_keeps_the_last_good_build(proj
     assert project.run("rgb").code == 0
     built = {t: project.path(f"build/rgb/{t}/model.tflite").read_bytes() for t in ("fp32", "int8")}
 
-    # Found at planning: no worker starts.
+    # Found at planning, before any conversion.
     assert_user_error(project.run("rgb", "metadata.inputs.image.content=feature"),
                       "recipes/rgb.yaml: metadata.inputs.image.normalization",
                       "normalization applies to image inputs", "content: image")

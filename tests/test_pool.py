@@ -53,7 +53,6 @@ def test_workers_are_retired_after_max_jobs(three):
     assert len(set(workers(three))) == 3
 
 
-
 def test_a_worker_that_died_while_idle_is_replaced(tmp_path):
     """A kept worker killed while it waited (the OOM killer, a stray signal) gets no job: the
     next job goes to a new worker instead of failing to send (it was a BrokenPipeError)."""

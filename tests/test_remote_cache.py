@@ -10,13 +10,13 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import socket
 import threading
 
 import pytest
 
 from conftest import Project
 from models import write_dense_project
+from ray_head import free_port
 from test_incremental import run_watched
 
 pytestmark = pytest.mark.slow
@@ -136,7 +136,8 @@ def test_signed_entries_are_trusted_only_with_the_same_key(origin, s3, tmp_path)
     url = f"s3://{BUCKET}/signed"
     writer = clone(origin, tmp_path / "writer")
     assert writer.run("--cache", url, env={**env, "TFBUILD_CACHE_KEY": "k1"}).code == 0
-    assert all("hmac" in json.loads(fs.cat(p)) for p in fs.ls(f"{BUCKET}/signed/v1/ac"))
+    entries = fs.ls(f"{BUCKET}/signed/v1/ac")
+    assert len(entries) == 2 and all("hmac" in json.loads(fs.cat(p)) for p in entries)
     same = clone(origin, tmp_path / "same")
     pulled = same.run("--cache", url, env={**env, "TFBUILD_CACHE_KEY": "k1"})
     assert "2 cached" in pulled.out, pulled.text
@@ -151,9 +152,7 @@ def test_signed_entries_are_trusted_only_with_the_same_key(origin, s3, tmp_path)
 
 def test_an_unreachable_cache_is_one_warning_and_the_build_goes_on(origin, s3, tmp_path):
     env, _ = s3
-    with socket.socket() as sock:  # a port nobody listens on
-        sock.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    dead = f"http://127.0.0.1:{free_port()}"  # nobody listens there
     teammate = clone(origin, tmp_path)
     result = teammate.run("--cache", f"s3://{BUCKET}/main", env={**env, "AWS_ENDPOINT_URL": dead})
     assert result.code == 0 and "2 built" in result.out, result.text
