@@ -82,3 +82,14 @@ def assert_user_error(result: Result, *fragments: str) -> None:
     assert result.err.startswith("error:"), result.err
     for fragment in fragments:
         assert fragment in result.err, (fragment, result.err)
+
+
+# A user of TensorFlow 2.21 with Keras 3 has no tf-keras: a folder that hides it from a build.
+NO_TF_KERAS = "raise ImportError('tf-keras is not installed here (hidden by the test)')\n"
+
+
+def without_tf_keras(folder: Path) -> dict:
+    """The environment of a build that cannot import tf-keras (put first on its PYTHONPATH)."""
+    (folder / "tf_keras").mkdir(parents=True, exist_ok=True)
+    (folder / "tf_keras" / "__init__.py").write_text(NO_TF_KERAS)
+    return {"PYTHONPATH": str(folder)}

@@ -124,7 +124,10 @@ def test_labels_one_hot_and_missing_labels():
     from tfbuild.errors import UserError
 
     one_hot = np.eye(3)[[2, 0, 1]]
-    assert conform_labels(one_hot, 3, file="f", key="k").tolist() == [2, 0, 1]
+    scores = np.eye(3, dtype=np.float32)[[2, 0, 0]]
+    labels = conform_labels(one_hot, 3, file="f", key="k")
+    assert verify.label_indices(scores, labels).tolist() == [2, 0, 1]
+    assert verify.compare({"p": scores}, {"p": scores}, labels)["accuracy"]["tflite"] == pytest.approx(2 / 3)
     with pytest.raises(UserError, match="2 labels for 3 samples"):
         conform_labels(np.array([1, 2]), 3, file="f", key="k")
     metrics = verify.compare({"p": np.eye(3, dtype=np.float32)}, {"p": np.eye(3, dtype=np.float32)}, None)
@@ -164,3 +167,27 @@ def test_int8_io_is_quantized_with_the_tensors_own_parameters(project):
     floats, raw_in, _ = verify.run(model_bytes, verify.signature(model_bytes), {"features": x}, batch=1)
     np.testing.assert_array_equal(raw_in["features"], q)
     np.testing.assert_allclose(floats["probs"], by_hand, rtol=0, atol=1e-7)
+
+
+def test_per_frame_scores_get_top1_and_accuracy_per_frame():
+    """[batch, frames, classes] softmax outputs: a flipped frame label is a disagreement even where
+    the cosine stays high, and labels of shape [batch, frames] give accuracy per frame."""
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(4, 10, 5))
+    reference = (np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)).astype(np.float32)
+    candidate = reference.copy()
+    candidate[:, :3] = candidate[:, :3, ::-1]  # three frames of every sample reordered
+    kinds = verify.output_kinds({"frames": reference}, {}, None)
+    assert kinds == {"frames": "scores"}
+    truth = reference.argmax(-1)
+    metrics = verify.compare({"frames": reference}, {"frames": candidate}, truth, kinds)
+    frames = metrics["outputs"]["frames"]
+    changed = np.mean(candidate.argmax(-1) != truth)
+    assert frames["positions"] == 10 and frames["top1_agreement"] == pytest.approx(1 - changed)
+    assert metrics["accuracy"] == {"output": "frames", "source": 1.0, "tflite": pytest.approx(1 - changed),
+                                   "positions": 10}
+    failures = verify.judge(metrics, {"top1_agreement": 0.9}, 1.0, None)
+    assert failures and failures[0].startswith("top1_agreement per frame 0.")
+    one_hot = np.eye(5)[truth]  # [batch, frames, classes] labels: the same answer
+    assert verify.compare({"frames": reference}, {"frames": candidate}, one_hot, kinds)["accuracy"]["tflite"] == \
+        pytest.approx(1 - changed)

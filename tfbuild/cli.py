@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from tfbuild import __version__
-from tfbuild.errors import UserError
+from tfbuild.errors import UserError, machine_fault
 
 COMMANDS = ("build", "list", "status", "explain", "check", "clean", "schema", "report", "cache")
 
@@ -50,6 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--executor", metavar="local|ray[:ADDRESS]",
                         help="where conversions run: local worker processes (default), or tasks on a Ray "
                              "cluster (ADDRESS, else RAY_ADDRESS, else the cluster started on this machine)")
+    parser.add_argument("--orphans", action="store_true",
+                        help="clean: only what targets no recipe declares any more left behind")
     parser.add_argument("--version", action="version", version=f"tfbuild {__version__}")
     return parser
 
@@ -79,11 +81,13 @@ def _positive(text: str) -> int:
 # Flags that only make sense for some commands; anywhere else they are a mistake, not ignored.
 FLAG_COMMANDS = {"jobs": ("build",), "keep_going": ("build",), "always_make": ("build",),
                  "dry_run": ("build", "clean"), "output": ("report",), "cache": ("build", "cache"),
-                 "cache_mode": ("build", "cache"), "no_cache": ("build",), "executor": ("build",)}
+                 "cache_mode": ("build", "cache"), "no_cache": ("build",), "executor": ("build",),
+                 "orphans": ("clean",)}
 FLAG_NAMES = {"jobs": "-j", "keep_going": "-k", "always_make": "-B", "dry_run": "-n", "output": "-o",
-              "cache": "--cache", "cache_mode": "--cache-mode", "no_cache": "--no-cache", "executor": "--executor"}
+              "cache": "--cache", "cache_mode": "--cache-mode", "no_cache": "--no-cache", "executor": "--executor",
+              "orphans": "--orphans"}
 DEFAULTS = {"jobs": None, "keep_going": False, "always_make": False, "dry_run": False, "output": None,
-            "cache": None, "cache_mode": None, "no_cache": False, "executor": None}
+            "cache": None, "cache_mode": None, "no_cache": False, "executor": None, "orphans": False}
 
 
 def _check_flags(options) -> None:
@@ -354,7 +358,23 @@ def cmd_status(project, options) -> int:
             print(f"{plan.action:<10}  {plan.id}: {'; '.join(plan.reasons)}")
     print(f"{len(stale)} of {len(plans)} target(s) out of date" if stale
           else f"all {len(plans)} target(s) up to date")
+    if not _split(options.args)[0]:
+        _print_orphans(project, _orphans(project, _split(options.args)[1]))
     return 1 if stale else 0
+
+
+def _orphans(project, overrides: list[str]) -> dict:
+    """Outputs and rejected files of targets no recipe declares any more."""
+    from tfbuild.state import BuildState
+
+    declared = {f"{loaded.name}:{name}" for loaded, targets in project.select([], overrides) for name in targets}
+    return BuildState(project).orphans(declared)
+
+
+def _print_orphans(project, orphans: dict) -> None:
+    for target_id, files in orphans.items():
+        print(f"orphan      {target_id}: no recipe declares it; {len(files)} file(s) left from its last "
+              "build (`tfbuild clean --orphans` removes them)")
 
 
 def cmd_explain(project, options) -> int:
@@ -411,14 +431,21 @@ def cmd_check(project, options) -> int:
 
 
 def cmd_clean(project, options) -> int:
-    """Delete what builds recorded as outputs (never other files), without needing the inputs."""
-    from tfbuild.run import remove_outputs
+    """Delete what builds recorded as outputs (never other files), without needing the inputs.
+    Without targets, also what targets no recipe declares any more left behind (`--orphans`:
+    only that, as ninja's `-t cleandead`)."""
     from tfbuild.state import BuildState
 
     patterns, overrides = _split(options.args)
+    if options.orphans and patterns:
+        raise UserError("`tfbuild clean --orphans` takes no target", expected="tfbuild clean --orphans")
+    orphans = _orphans(project, overrides) if not patterns else {}
     if options.dry_run:
         state = BuildState(project)
-        for loaded, targets in project.select(patterns, overrides):
+        for files in orphans.values():
+            for path in files:
+                print(f"would remove {project.rel(path)}")
+        for loaded, targets in ([] if options.orphans else project.select(patterns, overrides)):
             for name in targets:
                 entry = state.get(f"{loaded.name}:{name}") or {}
                 for rel in sorted({**entry.get("outputs", {}), **entry.get("loader_outputs", {})}):
@@ -427,18 +454,27 @@ def cmd_clean(project, options) -> int:
     with _exclusive(project):
         state = BuildState(project)
         lock_problem = state.lock_problem()  # reads the lock: a newer one stops us before any removal
-        for loaded, targets in project.select(patterns, overrides):
+        for target_id, files in orphans.items():
+            _clean_target(project, state, target_id, [project.rel(p) for p in files])
+        for loaded, targets in ([] if options.orphans else project.select(patterns, overrides)):
             for name in targets:
                 target_id = f"{loaded.name}:{name}"
                 entry = state.get(target_id) or {}
-                recorded = {**entry.get("outputs", {}), **entry.get("loader_outputs", {})}
-                remove_outputs(project.root, recorded)
-                shutil.rmtree(project.state_dir / "rejected" / loaded.name / name, ignore_errors=True)
-                state.forget(target_id)
-                print(f"cleaned {target_id} ({len(recorded)} file(s))")
+                _clean_target(project, state, target_id, {**entry.get("outputs", {}), **entry.get("loader_outputs", {})})
         state.save()
         _print_lock_repair(lock_problem)
     return 0
+
+
+def _clean_target(project, state, target_id: str, recorded) -> None:
+    """A target's recorded outputs and its rejected files, removed; its state forgotten."""
+    from tfbuild.run import remove_outputs
+
+    recipe, _, name = target_id.partition(":")
+    remove_outputs(project.root, [rel for rel in recorded if not rel.startswith(f"{project.rel(project.state_dir)}/")])
+    shutil.rmtree(project.state_dir / "rejected" / recipe / name, ignore_errors=True)
+    state.forget(target_id)
+    print(f"cleaned {target_id} ({len(recorded)} file(s))")
 
 
 def cmd_list(project, options) -> int:
@@ -497,6 +533,12 @@ def main(argv: list[str] | None = None) -> int:
             close = difflib.get_close_matches(options.args[0], COMMANDS, n=1)
             err.hint = err.hint or (f"did you mean `tfbuild {close[0]}`?" if close else None)
         print(err.render(), file=sys.stderr)
+        return 2
+    except OSError as err:
+        fault = machine_fault(err, options.directory)
+        if fault is None:
+            raise
+        print(f"error: {fault}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as interrupt:
         print("interrupted: finished targets are kept; the next run rebuilds the rest", file=sys.stderr)

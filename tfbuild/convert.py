@@ -25,17 +25,13 @@ from typing import Callable
 import numpy as np
 
 from tfbuild import data as data_mod
-from tfbuild import fallback, metadata, verify
-from tfbuild.errors import UserError
+from tfbuild import fallback, keras2, metadata, verify
+from tfbuild.errors import ConversionFailed, UserError, machine_fault
 from tfbuild.fingerprint import sha256_bytes
 from tfbuild.recipe import Recipe, Target
 from tfbuild.registry import load_object
 
 CODE_RUNNING_LAYERS = ("Lambda", "TFOpLambda", "SlicingOpLambda")
-
-
-class ConversionFailed(Exception):
-    """A target could not be converted; the message says what to change."""
 
 
 # What the worker is doing now, so that a crash (an exception from user code or TensorFlow, or a
@@ -66,6 +62,7 @@ class Source:
     finish: Callable[[bytes], bytes] = field(default=lambda model_bytes: model_bytes)
     notes: list[str] = field(default_factory=list)  # said once in the build output and the report
     warnings: list[str] = field(default_factory=list)  # added to each target converted from it
+    keras3_twin: Callable[[], object] | None = None  # a Keras 2 file as Keras 3 reads it (drift check)
 
     @property
     def input_names(self) -> list[str]:
@@ -129,10 +126,9 @@ def _saved_config(path: Path, file: str) -> str:
                         hint="a Git LFS pointer? run `git lfs pull`") from None
 
 
-def _refuse_code_without_trust(path: Path, recipe: Recipe, file: str) -> None:
-    """Read the architecture (a clear error for a file that is no model at all) and refuse
-    code-carrying layers unless the recipe trusts the model."""
-    layers = _config_mentions_code(_saved_config(path, file))
+def _refuse_code_without_trust(config_text: str, recipe: Recipe, file: str) -> None:
+    """Refuse code-carrying layers unless the recipe trusts the model."""
+    layers = _config_mentions_code(config_text)
     if layers and not recipe.model.trust_code:
         raise UserError(
             f"the model contains {', '.join(layers)} layer(s), whose loading runs Python code "
@@ -150,34 +146,125 @@ def _custom_objects(recipe: Recipe, file: str) -> dict:
     return objects
 
 
-def _load_keras_file(path: Path, recipe: Recipe, file: str):
+@dataclass
+class Loaded:
+    """A Keras model read from a file, and how: by Keras 3 (`keras`) or by Keras 2 (`tf_keras`),
+    with what the build should say about it."""
+    model: object
+    keras: object  # the module that read it: its custom_object_scope rebuilds twins
+    notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    keras3_twin: Callable[[], object] | None = None  # Keras 3's reading of a Keras 2 file, to compare
+
+
+def _load_keras_file(path: Path, recipe: Recipe, file: str) -> Loaded:
+    """Keras 3 files by Keras 3; Keras 2 files by Keras 2 (tf-keras) where installed, else by
+    Keras 3 when nothing in their config changed meaning (keras2.py)."""
     import keras
 
-    _refuse_code_without_trust(path, recipe, file)
+    config_text = _saved_config(path, file)
+    _refuse_code_without_trust(config_text, recipe, file)
     objects = _custom_objects(recipe, file)
+    warnings = _registry_warnings(recipe, config_text)
+    writer = keras2.writer_version(path)
+    if keras2.is_keras2(writer):
+        loaded = _load_keras2_file(path, recipe, file, writer, config_text, objects)
+        loaded.warnings += warnings
+        return loaded
+    return Loaded(_keras3_load(path, recipe, file, objects), keras, warnings=warnings)
+
+
+def _keras3_load(path: Path, recipe: Recipe, file: str, objects: dict, *, writer: str | None = None):
+    import keras
+
     try:
         with keras.saving.custom_object_scope(objects):
             return keras.saving.load_model(path, custom_objects=objects, compile=False,
                                            safe_mode=not recipe.model.trust_code)
     except Exception as err:  # Keras raises many types for a model it cannot rebuild
-        raise _load_error(err, file) from None
+        raise _load_error(err, file, writer=writer) from None
 
 
-def _load_error(err: Exception, file: str) -> UserError:
+def _tf_keras():
+    """tf-keras (Keras 2 as TensorFlow ships it), or None when it is not installed."""
+    _tf()
+    try:
+        import tf_keras
+    except ImportError:
+        return None
+    return tf_keras
+
+
+def _load_keras2_file(path: Path, recipe: Recipe, file: str, writer: str, config_text: str,
+                      objects: dict) -> Loaded:
+    changes = keras2.meaning_changes(config_text)
+    tf_keras = _tf_keras()
+    if tf_keras is None:
+        if changes:
+            raise UserError(
+                f"written by Keras {writer}, and Keras 3 would compute it differently: {changes[0]}"
+                f"{f' (and {len(changes) - 1} more)' if len(changes) > 1 else ''}; "
+                f"{keras2.REDEFINED[changes[0].rsplit(': ', 1)[1]]}", file=file, key="model.source",
+                expected=f"tf-keras installed to read it as Keras 2 does: {keras2.INSTALL}")
+        import keras
+
+        model = _keras3_load(path, recipe, file, objects, writer=writer)
+        return Loaded(model, keras, notes=[
+            f"written by Keras {writer}, read by Keras 3 (nothing in its config changed meaning "
+            f"between them; {keras2.INSTALL} reads it with Keras 2 itself)"])
+    try:
+        with tf_keras.utils.custom_object_scope(objects):
+            model = tf_keras.models.load_model(path, custom_objects=objects, compile=False,
+                                               safe_mode=not recipe.model.trust_code)
+    except Exception as err:  # as in _keras3_load: many types, one meaning
+        raise _load_error(err, file, writer=writer) from None
+    note = f"written by Keras {writer}: read by tf-keras {tf_keras.__version__}, as its authors' Keras computed it"
+    if changes:
+        note += f" (Keras 3 would change {len(changes)} use(s) of {', '.join(sorted({c.rsplit(': ', 1)[1] for c in changes}))})"
+    return Loaded(model, tf_keras, notes=[note],
+                  keras3_twin=lambda: _keras3_load(path, recipe, file, objects, writer=writer))
+
+
+def _registry_warnings(recipe: Recipe, config_text: str) -> list[str]:
+    """Entries of model.custom_objects that the model never names: Keras ignores them silently."""
+    return [f"model.custom_objects.{name} is not used: the model's config never names "
+            f"{name.rsplit('>', 1)[-1]!r}, so Keras ignores the entry"
+            for name in keras2.unused_entries(list(recipe.model.custom_objects), config_text)]
+
+
+def _load_error(err: Exception, file: str, *, writer: str | None = None) -> UserError:
     text = str(err)
+    cause = describe_exception(err)
+    keras2_file = keras2.is_keras2(writer)
     missing = re.search(r"Could not locate (?:class|function) '([^']+)'|Unknown (?:layer|object)[^']*'([^']+)'", text)
     if missing:
         name = missing.group(1) or missing.group(2)
         registered = re.findall(r"'registered_name': '([^']+)'", text[missing.end():])
         name = next((r for r in registered if r.rsplit(">", 1)[-1] == name), name)
+        if _keras_builtin(name):
+            return UserError(f"Keras 3 cannot rebuild the built-in {name!r} from this file's config "
+                             f"(written by Keras {writer or 'an older version'}): {cause}",
+                             file=file, key="model.source",
+                             expected=f"tf-keras to read Keras 2 files: {keras2.INSTALL}")
         return UserError(f"the model uses {name!r}, which is not registered", file=file,
                          key=f"model.custom_objects.{name}",
                          expected=f"{name}: package.module:{name.rsplit('>', 1)[-1]}")
     if "safe_mode" in text or "lambda" in text.lower():
         return UserError("loading the model would run code stored in it", file=file, key="model.trust_code",
                          expected="trust_code: true, only for a model you produced yourself")
-    return UserError(f"cannot load the model: {describe_exception(err)}", file=file, key="model.source",
+    if keras2_file:
+        return UserError(f"cannot load this Keras {writer} file with Keras 3: {cause}", file=file,
+                         key="model.source", expected=f"tf-keras to read Keras 2 files: {keras2.INSTALL}")
+    return UserError(f"cannot load the model: {cause}", file=file, key="model.source",
                      hint="was it saved completely, by Keras 3 (.keras) or Keras 2 (.h5)?")
+
+
+def _keras_builtin(name: str) -> bool:
+    """A layer or function Keras itself provides (a GRU inside Bidirectional, a Dense inside
+    TimeDistributed): never a registry entry the user forgot."""
+    import keras
+
+    return hasattr(keras.layers, name) or hasattr(keras.activations, name)
 
 
 def _keras_input_specs(model, recipe: Recipe, file: str) -> list[tuple[str, list, str]]:
@@ -193,7 +280,7 @@ def _keras_input_specs(model, recipe: Recipe, file: str) -> list[tuple[str, list
             raise UserError("the model does not declare its inputs (a subclassed model?)", file=file,
                             key="model.inputs",
                             expected="inputs: {name: {shape: [1, 28, 28], dtype: float32}}")
-        specs = [(t.name, list(t.shape), str(t.dtype)) for t in tensors]
+        specs = [(t.name, list(t.shape), getattr(t.dtype, "name", str(t.dtype))) for t in tensors]
     return [(name, _pin_batch(shape, recipe, declared is not None), dtype) for name, shape, dtype in specs]
 
 
@@ -254,12 +341,13 @@ SCORE_ACTIVATIONS = ("softmax", "sigmoid")
 def _keras_output_kinds(model, names: list[str], original: list[str]) -> dict[str, str]:
     """`scores` for outputs a softmax or sigmoid produces (read from the layers; None elsewhere)."""
     def kind_of(layer) -> str | None:
-        activation = getattr(getattr(layer, "activation", None), "__name__", None)
-        if type(layer).__name__ == "Softmax" or activation in SCORE_ACTIVATIONS:
+        inner = getattr(layer, "layer", None) or layer  # TimeDistributed, Bidirectional: the wrapped layer
+        activation = getattr(getattr(inner, "activation", None), "__name__", None)
+        if "Softmax" in (type(layer).__name__, type(inner).__name__) or activation in SCORE_ACTIVATIONS:
             return "scores"
         return None
     try:
-        producers = [t._keras_history.operation for t in model.outputs]
+        producers = [_producer(t) for t in model.outputs]
     except (AttributeError, ValueError, TypeError):
         return {}
     by_layer = {layer.name: layer for layer in producers}
@@ -269,6 +357,12 @@ def _keras_output_kinds(model, names: list[str], original: list[str]) -> dict[st
         if layer is not None and kind_of(layer):
             kinds[new] = kind_of(layer)
     return kinds
+
+
+def _producer(tensor):
+    """The layer that made a symbolic output: `operation` in Keras 3, `layer` in Keras 2."""
+    history = tensor._keras_history
+    return getattr(history, "operation", None) or history.layer
 
 
 DYNAMIC_PROBE = 32  # length given to a dynamic axis when a model must be called to be built
@@ -284,7 +378,7 @@ def _build_if_needed(model, specs) -> None:
     model(probe[0] if len(probe) == 1 else probe, training=False)
 
 
-def _keras_source(model, recipe: Recipe, file: str, *, objects: dict | None = None) -> Source:
+def _keras_source(model, recipe: Recipe, file: str, *, objects: dict | None = None, keras_module=None) -> Source:
     """Trace the model symbolically with the recipe's input signature: dynamic axes stay dynamic
     (a probe call with made-up sizes would break convolutions on a length-1 axis)."""
     tf = _tf()
@@ -307,7 +401,8 @@ def _keras_source(model, recipe: Recipe, file: str, *, objects: dict | None = No
 
     function = tf.function(call, input_signature=signature)
     owner = tf.Module()
-    owner.variables_of_model = [getattr(v, "value", v) for v in model.variables]
+    # Keras 3 variables wrap a tf.Variable (`.value`); Keras 2's are tf.Variables (whose `.value` is a method)
+    owner.variables_of_model = [v if isinstance(v, tf.Variable) else getattr(v, "value", v) for v in model.variables]
     owner.serve = function
 
     def reference(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -317,7 +412,7 @@ def _keras_source(model, recipe: Recipe, file: str, *, objects: dict | None = No
     kinds = {**_keras_output_kinds(model, names, original), **declared_kinds}
     source = _concrete_source(function.get_concrete_function(), owner, specs, names, reference, kinds)
     if _recurrent_layers(model) and all(d is not None for _, shape, _ in specs for d in shape):
-        source.unrolled = functools.cache(lambda: _unrolled_source(model, recipe, file, objects or {}))
+        source.unrolled = functools.cache(lambda: _unrolled_source(model, recipe, file, objects or {}, keras_module))
     return source
 
 
@@ -342,20 +437,22 @@ def _set_unroll(config):
             _set_unroll(value)
 
 
-def _unrolled_source(model, recipe: Recipe, file: str, objects: dict) -> "Source | None":
+def _unrolled_source(model, recipe: Recipe, file: str, objects: dict, keras_module=None) -> "Source | None":
     """The same model rebuilt from its config with `unroll=True` on every recurrent layer and the
-    same weights. None when the model cannot be rebuilt from its config (subclassed)."""
-    import keras
+    same weights, by the Keras that read it. None when the model cannot be rebuilt from its config
+    (subclassed)."""
+    if keras_module is None:
+        import keras as keras_module
 
     try:
         config = model.get_config()
         _set_unroll(config)
-        with keras.saving.custom_object_scope(objects):
+        with keras_module.utils.custom_object_scope(objects):
             twin = type(model).from_config(config)
         twin.set_weights(model.get_weights())
     except (NotImplementedError, TypeError, ValueError, KeyError):
         return None
-    return _keras_source(twin, recipe, file, objects=objects)
+    return _keras_source(twin, recipe, file, objects=objects, keras_module=keras_module)
 
 
 def _batched(call, specs, names, batch):
@@ -512,8 +609,13 @@ def load_source(recipe: Recipe, root: Path, file: str) -> Source:
             return _saved_model_source(path, recipe, file)
         raise UserError("directory is not a SavedModel (no saved_model.pb)", file=file, key="model.source")
     if path.suffix in (".keras", ".h5", ".hdf5"):
-        return _keras_source(_load_keras_file(path, recipe, file), recipe, file,
-                             objects=_custom_objects(recipe, file))
+        loaded = _load_keras_file(path, recipe, file)
+        source = _keras_source(loaded.model, recipe, file, objects=_custom_objects(recipe, file),
+                               keras_module=loaded.keras)
+        source.notes += loaded.notes
+        source.warnings += loaded.warnings
+        source.keras3_twin = loaded.keras3_twin
+        return source
     raise UserError(f"unsupported model source {spec!r}", file=file, key="model.source",
                     expected=".keras, .h5, a SavedModel directory, or py:package.module:function")
 
@@ -680,11 +782,13 @@ def _calibratable(source: Source, target: Target, target_name: str) -> Source:
         if unrolled not in twin.warnings:  # the twin is shared by the recipe's integer targets
             twin.warnings.append(unrolled)
         return twin
-    dynamic = [name for name, shape, _ in source.input_specs if None in shape[1:]]
+    dynamic = [(name, shape) for name, shape, _ in source.input_specs if None in shape[1:]]
     fix = f"set targets.{target_name}.quantize to dynamic or float16"
     if dynamic:
-        fix = (f"pin the sequence length of {', '.join(dynamic)} in model.inputs (e.g. shape: "
-               f"[1, 20, 8]) so that recurrent layers are unrolled, or {fix}")
+        pins = ", ".join(f"{name}: {{shape: [1, {', '.join('N' if d is None else str(d) for d in shape[1:])}]}}"
+                         for name, shape in dynamic)
+        fix = (f"pin the sequence length in model.inputs ({pins}, N the length the app feeds) so that "
+               f"recurrent layers are unrolled, or {fix}")
     raise ConversionFailed(f"quantize: {target.quantize} cannot calibrate a model with a loop (a "
                            f"recurrent layer or tf.while_loop): LiteRT's calibrator does not run "
                            f"WHILE ops; {fix}")
@@ -718,8 +822,10 @@ def _evaluation_set(recipe: Recipe, root: Path, file: str, source: Source):
 
 def describe_exception(err: BaseException) -> str:
     """`Type: the first line that says something`, whole, never cut mid-word. Skips Keras'
-    `Exception encountered when calling X.call().` preamble (kept as `in X.call()`) and
-    autograph's `in user code:` stack, whose last `SomeError: ...` line is the real cause."""
+    `Exception encountered when calling X.call().` preamble (kept as `in X.call()`), its
+    `Error when deserializing class X using config=...` preamble (whose `Exception encountered:`
+    line is the cause) and autograph's `in user code:` stack, whose last `SomeError: ...` line is
+    the real cause."""
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(err))  # Keras bolds names with terminal escapes
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     kind = type(err).__name__
@@ -730,10 +836,39 @@ def describe_exception(err: BaseException) -> str:
             kind, rest = found[-1].group(1), found[-1].group(2)
             lines = [rest] + lines[lines.index(found[-1].group(0)) + 1:]
     where = ""
+    deserializing = re.match(r"^Error when deserializing class '([^']+)'", lines[0]) if lines else None
+    inner = [line for line in lines if line.startswith("Exception encountered: ")]
+    if deserializing and inner:  # Keras' own cause is the last `Exception encountered:` of the chain
+        lines = [inner[-1].removeprefix("Exception encountered: ")]
+        where = f" (rebuilding a {deserializing.group(1)})"
     if lines and lines[0].startswith("Exception encountered when calling"):
         where = " (in " + lines.pop(0).removeprefix("Exception encountered when calling").strip(" .") + ")"
     meaningful = next((line for line in lines if not line.startswith(("Arguments received", "•"))), "")
     return f"{kind}: {meaningful}{where}" if meaningful else f"{kind}{where}"
+
+
+def _keras3_drift(source: Source, inputs: dict[str, np.ndarray], reference: dict, kinds: dict) -> str:
+    """How far Keras 3's reading of a Keras 2 file is from Keras 2's, on the evaluation data: the
+    difference a build with Keras 3 would have verified against, and passed."""
+    tf = _tf()
+    try:
+        twin = source.keras3_twin()
+        args = [inputs[name] for name in source.input_names]
+        result = twin(args[0] if len(args) == 1 else args, training=False)
+        flat = list(result.values()) if isinstance(result, dict) else tf.nest.flatten(result)
+        theirs = {name: np.asarray(value) for name, value in zip(source.output_names, flat)}
+        metrics = verify.compare(reference, theirs, None, kinds)["outputs"]
+    except Exception as err:  # Keras 3 cannot read or run it: only tf-keras's reading exists
+        cause = err.message if isinstance(err, UserError) else f"Keras 3 cannot run it: {describe_exception(err)}"
+        return f"{cause}; built from tf-keras's reading"
+    worst = max(m["max_abs_error"] for m in metrics.values())
+    agreement = [f"top-1 agreement{' per frame' if m.get('positions') else ''} {m['top1_agreement']:.3f}"
+                 for m in metrics.values() if "top1_agreement" in m]
+    if worst <= 1e-4:
+        return f"Keras 3 reads this Keras 2 file the same way (max difference {worst:.2g})"
+    return (f"Keras 3 reads this Keras 2 file differently: max difference {worst:.3g}"
+            f"{', ' + ', '.join(agreement) if agreement else ''} on the evaluation data; built from "
+            "tf-keras's reading, which is what its authors' Keras computed")
 
 
 def _labels_count(recipe: Recipe, root: Path) -> int | None:
@@ -769,6 +904,11 @@ def run_job(job: dict, emit: Callable[[dict], None]) -> None:
     imported = time.perf_counter()
     reference = source.reference(eval_inputs)
     kinds = verify.output_kinds(reference, source.output_kinds, _labels_count(recipe, root))
+    if source.keras3_twin is not None:
+        phase(None, "comparing with Keras 3's reading of the file")
+        note = _keras3_drift(source, eval_inputs, reference, kinds)
+        source.notes.append(note)
+        emit({"event": "note", "message": note})
     shared = {"load_s": round(loaded - started, 3), "runtime_import_s": round(imported - loaded, 3),
               "reference_s": round(time.perf_counter() - imported, 3)}
     described = {item["name"]: metadata.prepare(recipe, item["recipe"], item["name"], source.input_specs,
@@ -788,6 +928,11 @@ def run_job(job: dict, emit: Callable[[dict], None]) -> None:
         except UserError:
             raise
         except Exception as err:  # a bug, or TensorFlow failing on this model: this target only
+            fault = machine_fault(err, root, item["stage"])
+            if fault is not None:  # a full disk or a read-only folder: not the converter's crash
+                emit({"event": "failed", "target": item["name"], "message": f"while {STAGE['now']}: {fault}",
+                      "seconds": time.perf_counter() - began, "machine_fault": True})
+                continue
             traceback.print_exc()
             emit({"event": "crashed", "target": item["name"], "stage": STAGE["now"],
                   "message": describe_exception(err)})
@@ -817,6 +962,7 @@ def _build_target(recipe: Recipe, item: dict, source: Source, calibration, evalu
         def check(candidate: bytes) -> tuple[dict, list[str]]:
             metrics, _, _ = verify.measure(candidate, verify.signature(candidate), eval_inputs, labels,
                                            reference, _batch(source), kinds)
+            metrics["float_ops"] = verify.float_ops(candidate)
             return metrics, verify.judge(metrics, thresholds, len(candidate) / 1024, None)
         context = fallback.Context(where[1], item["recipe"], recipe, item["name"], item["key"],
                                    item.get("float_fallback_before"))
@@ -827,6 +973,7 @@ def _build_target(recipe: Recipe, item: dict, source: Source, calibration, evalu
         model_bytes, conversion_warnings = convert_target(source, target, calibration, item["name"])
         timings["convert_s"] = time.perf_counter() - started
     model_bytes, metadata_report, metadata_warnings = metadata.embed(model_bytes, described)
+    enter_stage("writing the outputs")
     stage = Path(item["stage"])
     stage.mkdir(parents=True, exist_ok=True)
     (stage / target.output).write_bytes(model_bytes)
@@ -834,7 +981,8 @@ def _build_target(recipe: Recipe, item: dict, source: Source, calibration, evalu
     verify_started = time.perf_counter()
     golden_count = recipe.mobile.golden_samples if recipe.mobile else 3
     report = verify_model(model_bytes, eval_inputs, labels, reference, thresholds, user_set,
-                          batch=_batch(source), golden_count=golden_count, kinds=kinds)
+                          batch=_batch(source), golden_count=golden_count, kinds=kinds,
+                          integer=target.quantize in ("int8", "int16x8"))
     report.update({
         "recipe": item["recipe"], "target": item["name"], "quantize": target.quantize, "io": target.io,
         "select_tf_ops": target.select_tf_ops, "evaluated_on": eval_from, "versions": item["versions"],
@@ -873,11 +1021,16 @@ def _batch(source: Source) -> int:
 
 
 def verify_model(model_bytes: bytes, eval_inputs, labels, reference, thresholds: dict,
-                 user_set: bool, batch: int, golden_count: int = 3, kinds: dict | None = None) -> dict:
-    """Report dict with verdict passed / rejected / unverified, and its failures and warnings."""
+                 user_set: bool, batch: int, golden_count: int = 3, kinds: dict | None = None,
+                 integer: bool = False) -> dict:
+    """Report dict with verdict passed / rejected / unverified, and its failures and warnings.
+    An integer target also says which of its ops still compute in float (`float_ops`)."""
     size_kb = len(model_bytes) / 1024
     warnings: list[str] = []
     signature = verify.signature(model_bytes)
+    if integer:
+        found = verify.float_ops(model_bytes)
+        warnings += _float_ops_warning(found)
     if verify.uses_flex(signature):
         warnings.append("uses select TF ops: the app needs the Flex runtime "
                         "(org.tensorflow:tensorflow-lite-select-tf-ops / TensorFlowLiteSelectTfOps)")
@@ -891,6 +1044,8 @@ def verify_model(model_bytes: bytes, eval_inputs, labels, reference, thresholds:
         return {"verdict": verdict, "failures": failures, "warnings": warnings, "metrics": {},
                 "latency_ms": None, "signature": signature, "uses_flex": True, "golden": None}
     metrics, raw_in, raw_out = verify.measure(model_bytes, signature, eval_inputs, labels, reference, batch, kinds)
+    if integer:
+        metrics["float_ops"] = found
     used = metrics["samples"]
     latency = verify.median_latency_ms(model_bytes, signature, eval_inputs, int(thresholds["latency_runs"]),
                                        int(thresholds["latency_threads"]))
@@ -901,4 +1056,12 @@ def verify_model(model_bytes: bytes, eval_inputs, labels, reference, thresholds:
               "outputs": {k: v[:golden_count].tolist() for k, v in raw_out.items()}}
     return {"verdict": "rejected" if failures else "passed", "failures": failures, "warnings": warnings,
             "metrics": metrics, "latency_ms": round(latency, 4), "signature": signature,
-            "uses_flex": False, "golden": golden}
+            "uses_flex": False, "golden": golden, **({"float_ops": found} if integer else {})}
+
+
+def _float_ops_warning(found: dict) -> list[str]:
+    if not found["count"]:
+        return []
+    return [f"{found['count']} op(s) still compute in float ({verify.float_op_types(found)}): an int8-only NPU, DSP, Edge TPU "
+            "or microcontroller runs them on the CPU or refuses the model; accept.max_float_ops: 0 "
+            "makes that a failure"]

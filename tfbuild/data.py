@@ -89,16 +89,17 @@ def conform(arrays: dict[str, np.ndarray], specs: list[tuple[str, list, str]], b
 
 
 def conform_labels(labels: np.ndarray | None, count: int, *, file: str, key: str) -> np.ndarray | None:
-    """Class indices, one per sample (one-hot labels are turned into indices)."""
+    """The labels as given, one entry per sample: class indices ([n], or [n, frames] for models
+    that score every frame) or one-hot rows ([n, classes], [n, frames, classes]). Which it is
+    depends on the output they are compared with (verify.label_indices), not on the values."""
     if labels is None:
         return None
     labels = np.asarray(labels)
-    if labels.ndim == 2 and labels.shape[1] > 1:
-        labels = labels.argmax(1)
-    labels = labels.reshape(len(labels), -1)[:, 0] if labels.ndim > 1 else labels
-    if len(labels) < count:
-        raise UserError(f"{len(labels)} labels for {count} samples", file=file, key=key,
-                        expected="one label per sample")
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels.reshape(len(labels))
+    if labels.ndim == 0 or len(labels) < count:
+        raise UserError(f"{labels.size if labels.ndim == 0 else len(labels)} labels for {count} samples",
+                        file=file, key=key, expected="one label per sample (or one per frame: [samples, frames])")
     return labels[:count]
 
 

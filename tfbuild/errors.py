@@ -1,11 +1,15 @@
-"""One exception type for mistakes a user can fix.
+"""One exception type for mistakes a user can fix, and one for a target that cannot be built.
 
 Everything raised as `UserError` is printed as one clear message (file, line when it is known,
-key path, what was expected) with exit code 2; anything else that escapes is a bug and keeps
-its traceback.
+key path, what was expected) with exit code 2. `ConversionFailed` fails one target (exit 1, the
+others go on under -k) with a message that says what to change. Anything else that escapes is a
+bug and keeps its traceback.
 """
 
 from __future__ import annotations
+
+import errno
+import os
 
 
 class UserError(Exception):
@@ -37,3 +41,37 @@ class UserError(Exception):
     def from_dict(cls, data: dict) -> "UserError":
         return cls(data["message"], file=data.get("file"), key=data.get("key"),
                    expected=data.get("expected"), hint=data.get("hint"), line=data.get("line"))
+
+
+class ConversionFailed(Exception):
+    """A target could not be converted or run; the message says what to change."""
+
+
+# Faults of the machine, not of a model or a recipe: what each means, and what to do about it.
+MACHINE_FAULTS = {
+    errno.ENOSPC: ("no space left on the device", "free space on it"),
+    errno.EDQUOT: ("the disk quota is exceeded", "free space or raise the quota"),
+    errno.EROFS: ("the file system is read-only", "make it writable, or set output_dir to a writable folder"),
+    errno.EACCES: ("permission denied", "give this user write access to it"),
+    errno.EPERM: ("operation not permitted", "give this user write access to it"),
+    errno.ENAMETOOLONG: ("a file name is longer than the file system allows", "use shorter names"),
+}
+
+
+def machine_fault(err: BaseException, root: str | os.PathLike | None = None,
+                  folder: str | os.PathLike | None = None) -> str | None:
+    """`cannot write <folder>: no space left on the device; free space on it and run tfbuild
+    again (nothing was lost)` for an OSError the machine caused, else None (a bug or a model's
+    fault). `folder`: where the caller was writing, for errors that name no file (a write that
+    fills the disk); `root` shortens it to a path in the project."""
+    if not isinstance(err, OSError) or err.errno not in MACHINE_FAULTS:
+        return None
+    what, fix = MACHINE_FAULTS[err.errno]
+    where = err.filename if isinstance(err.filename, (str, bytes, os.PathLike)) else None
+    folder = os.path.dirname(os.fsdecode(where)) if where else (os.fsdecode(folder) if folder else None)
+    if folder and root is not None:
+        relative = os.path.relpath(folder, root)
+        folder = folder if relative.startswith("..") else relative
+    place = f"cannot write {folder}" if folder else "cannot write the build's files"
+    return (f"{place}: {what}; {fix} and run tfbuild again (finished targets and the last good "
+            "outputs are kept)")

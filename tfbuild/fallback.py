@@ -33,12 +33,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from tfbuild.errors import UserError
+from tfbuild.errors import ConversionFailed, UserError
 
 if TYPE_CHECKING:  # numpy and LiteRT stay out of the planning path (state.py imports this module)
     from tfbuild.layer_error import Graph
 
 RANKED_IN_REPORT = 10
+INTEGER_DTYPES = ("int8", "uint8", "int16")  # = verify.INTEGER_DTYPES, without importing numpy here
 
 
 @dataclass
@@ -79,11 +80,14 @@ def op_name(graph: Graph, number: int) -> str:
 
 
 def rank(graph: Graph, rows: list[dict]) -> list[Unit]:
-    """Tensors of the fully quantized model, most costly first (ties: graph order)."""
+    """Tensors the fully quantized model holds in integers, most costly first (ties: graph
+    order). Ops the quantizer left in float are not ranked: keeping them in float changes nothing."""
     error = {row["tensor"]: min(row["error"], 1.0) for row in rows}  # past 100% it is noise, not cost
     consumers = graph.consumers()
     units = []
     for row in rows:
+        if row["dtype"] not in INTEGER_DTYPES:  # already float in the quantized model: nothing to gain
+            continue
         op = graph.ops[row["index"]]
         read = [error.get(graph.name(t), 0.0) for t in op["inputs"]]
         added = min(row["error"], 1.0) - max(read, default=0.0)
@@ -181,8 +185,6 @@ def apply(calibrated, check: Callable[[bytes], tuple[dict, list[str]]], inputs: 
         rows = layer_errors(calibrated.model, full, inputs, batch)
     except Exception as err:  # LiteRT cannot run a model's intermediates: the figures are a bonus
         if target.float_fallback == "auto":  # ...that auto cannot do without: this target fails
-            from tfbuild.convert import ConversionFailed
-
             raise ConversionFailed(f"float_fallback: auto cannot measure the layers of this model ({err}): "
                                    f"set targets.{context.target_name}.float_fallback to none or to a "
                                    "list of the layers to keep in float") from None
@@ -190,7 +192,7 @@ def apply(calibrated, check: Callable[[bytes], tuple[dict, list[str]]], inputs: 
     units = rank(float_graph, rows)
     cost = {unit.tensor: unit.score for unit in units}
     for row in rows:
-        row["cost"] = cost[row["tensor"]]
+        row["cost"] = cost.get(row["tensor"], 0.0)  # 0 for ops already float: nothing to gain
     failures: list[str] = []
     if target.float_fallback == "none":
         model, info = full, {"mode": "none", "layers": []}
@@ -231,13 +233,23 @@ def _auto(calibrated, check, float_graph: Graph, units: list[Unit], context: Con
     if result.passed and not result.chosen.layers and len(result.tried) == 1 and not start:
         how = "not needed"  # the fully quantized model passes
     info.update(layers=list(result.chosen.layers), search=how, trials=len(result.tried),
-                tried=[list(t.layers) for t in result.tried], ranking=ranking(units),
+                tried=[list(t.layers) for t in result.tried], scored=[scored(t) for t in result.tried],
+                ranking=ranking(units),
                 search_s=round(time.perf_counter() - started, 3))
     failures = [] if result.passed else [
         f"float_fallback: auto: no set of at most {limit} float layer(s) passes ({len(result.tried)} "
         f"tried); the best tried keeps {len(result.chosen.layers)} in float and is kept for inspection "
         f"(tfbuild explain {context.recipe_name}:{context.target_name} lists the sets)"]
     return result.chosen.model, info, failures
+
+
+def scored(trial: Trial) -> dict:
+    """What `explain` shows of a tried set: its layers, whether it passed, its headline figures
+    and the thresholds it missed."""
+    from tfbuild.report import headline_metrics
+
+    return {"layers": list(trial.layers), "passed": trial.passed,
+            "metrics": headline_metrics({"metrics": trial.metrics}), "failures": list(trial.failures)}
 
 
 def describe(info: dict, rows: list[dict]) -> str | None:

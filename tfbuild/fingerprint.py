@@ -70,6 +70,23 @@ class DigestCache:
         self.dirty = True
         return digest
 
+    def derived(self, path: Path, what: str, compute):
+        """A small JSON value read from a file (`what`: its name, e.g. which Keras wrote a model),
+        remembered like a digest: computed again only after the file's stat changes."""
+        try:
+            st = os.stat(path)
+        except OSError:
+            return compute()
+        signature = [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+        key = f"{what}:{Path(path).resolve()}"
+        cached = self.entries.get(key)
+        if isinstance(cached, list) and len(cached) == len(signature) + 1 and cached[:-1] == signature:
+            return cached[-1]
+        value = compute()
+        self.entries[key] = signature + [value]
+        self.dirty = True
+        return value
+
     def path(self, path: Path) -> str | None:
         """Digest of a file, or of a directory tree (names and contents), or None if missing."""
         path = Path(path)

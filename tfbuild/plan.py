@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from tfbuild import RECIPE_SCHEMA_VERSION, __version__
+from tfbuild import RECIPE_SCHEMA_VERSION, __version__, keras2
 from tfbuild.errors import UserError
 from tfbuild.fingerprint import sha256_json
 from tfbuild.project import LoadedRecipe, Project
@@ -43,6 +43,12 @@ def tool_versions() -> dict[str, str]:
                 continue
     found.update(json.loads(os.environ.get(VERSIONS_SEAM) or "{}"))
     return found
+
+
+def _seamed(tool: str, installed) -> str | None:
+    """A tool only some targets depend on: its installed version, or the tests' simulated one."""
+    simulated = json.loads(os.environ.get(VERSIONS_SEAM) or "{}")
+    return simulated[tool] if tool in simulated else installed()
 
 
 @dataclass
@@ -210,6 +216,8 @@ def plan_recipe(project: Project, loaded: LoadedRecipe, target_names: list[str],
     file_digests = {f"file:{name}": digests.path(path) for name, path in inputs_by_name.items()}
     version_inputs = {f"version:{dist}": value for dist, value in versions.items()}
     version_inputs.update(external_versions(loaded, project))
+    version_inputs.update(keras2.key_versions(project.root, loaded.recipe.model.source, digests,
+                                              _seamed(keras2.DISTRIBUTION, keras2.tool_version)))
     raw = loaded.raw
     mobile = raw.get("mobile")
     loader_files: dict[str, str] = {}

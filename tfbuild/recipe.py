@@ -124,6 +124,9 @@ class Thresholds(Strict):
     min_snr_db: float | None = Field(None, description="Minimum signal-to-noise ratio per output, dB.")
     max_size_kb: float | None = Field(None, gt=0, description="Largest .tflite file size in KiB.")
     max_latency_ms: float | None = Field(None, gt=0, description="Largest median latency in the LiteRT interpreter.")
+    max_float_ops: int | None = Field(None, ge=0, description=(
+        "Integer targets: most ops allowed to compute in float (0 = integer-only, for int8-only "
+        "NPUs, DSPs, Edge TPUs and microcontrollers). Layers kept by float_fallback count too."))
     latency_runs: int = Field(20, ge=1, description="Runs over which the median latency is taken.")
     latency_threads: int = Field(1, ge=1, description="Interpreter threads for the latency measurement.")
     waive: str | None = Field(None, description=(

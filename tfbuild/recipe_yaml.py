@@ -220,6 +220,15 @@ class Piece:
     file: YamlFile
 
 
+def _is_file(path: Path) -> bool:
+    """Path.is_file, False for a name the OS refuses (too long) as for a missing one: a defaults
+    list entry or override naming such a file gets the usual located 'no piece' error."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
 def check_pieces(recipes_dir: Path, recipe: YamlFile, overrides: list[str]) -> list[Piece]:
     """Validate defaults lists (the recipe's and its pieces', recursively) and read every piece
     a composition would merge, so that Hydra only ever sees files that passed `read`. Returns
@@ -229,7 +238,7 @@ def check_pieces(recipes_dir: Path, recipe: YamlFile, overrides: list[str]) -> l
     for key, option in _chosen_by_overrides(recipes_dir, overrides):
         group, _, package = key.partition("@")
         path = recipes_dir / group / f"{option}.yaml"
-        if path.is_file():
+        if _is_file(path):
             piece = pieces.read(path)
             pieces.found.append(Piece(_package("", group, package or None), piece))
             pieces.walk(piece, group=group, package=pieces.found[-1].package, chain=[recipe.path, path])
@@ -286,7 +295,7 @@ class _Pieces:
                                 "which composing drops", **where,
                                 expected="a group and package of the recipe, e.g. quant@targets.int8")
             path = self.recipes_dir / full / f"{option}.yaml"
-            if not path.is_file():
+            if not _is_file(path):
                 options = sorted(p.stem for p in (self.recipes_dir / full).glob("*.yaml"))
                 raise UserError(f"cannot compose recipe: defaults list entry {index}: no piece "
                                 f"{(self.shown_dir / full / (option + '.yaml')).as_posix()}", **where,

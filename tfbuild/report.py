@@ -90,7 +90,8 @@ class Progress:
             self.line(f"  {message}", markup=False)
 
     def line(self, text: str, *, markup: bool = True) -> None:
-        self.console.print(text, markup=markup, highlight=False)
+        """One line; never broken in a log or a pipe (a message stays greppable whole)."""
+        self.console.print(text, markup=markup, highlight=False, soft_wrap=not self.tty)
 
     def close(self) -> None:
         if self._bar is not None:
@@ -102,13 +103,17 @@ def headline_metrics(report: dict) -> str:
     parts = []
     accuracy = metrics.get("accuracy")
     if accuracy:
-        parts.append(f"acc {accuracy['tflite']:.3f} (keras {accuracy['source']:.3f})")
+        per = "/frame" if accuracy.get("positions") else ""
+        parts.append(f"acc{per} {accuracy['tflite']:.3f} (keras {accuracy['source']:.3f})")
     for name, m in (metrics.get("outputs") or {}).items():
         prefix = f"{name} " if len(metrics["outputs"]) > 1 else ""
         if "top1_agreement" in m:
             ties = f" ({m['near_ties']} near-ties)" if m.get("near_ties") else ""
-            parts.append(f"{prefix}top1 {m['top1_agreement']:.3f}{ties}")
+            per = "/frame" if m.get("positions") else ""
+            parts.append(f"{prefix}top1{per} {m['top1_agreement']:.3f}{ties}")
         parts.append(f"{prefix}cos {m['cosine']:.4f}")
+    if (report.get("float_ops") or {}).get("count"):
+        parts.append(f"float ops {report['float_ops']['count']}")
     if not metrics:
         parts.append(report.get("verdict", ""))
     return ", ".join(parts)
@@ -128,10 +133,13 @@ def layer_lines(report: dict, count: int = 8) -> list[str]:
         how = f", search: {info['search']}" if info.get("search") else ""
         kept = ", ".join(layer_labels(info.get("layers") or [], rows)) or "none"
         lines.append(f"float_fallback: {info['mode']}{how}; kept in float: {kept}")
-        if info.get("mode") == "auto" and not info.get("passed") and info.get("tried"):
+        if info.get("mode") == "auto" and info.get("tried"):
+            outcome = "" if info.get("passed") else ", none passed"
             lines.append(f"  tried {len(info['tried'])} set(s) of at most {info.get('max_float_layers')} "
-                         "layer(s), none passed:")
-            lines += [f"    [{', '.join(layer_labels(layers, rows)) or 'none'}]" for layers in info["tried"]]
+                         f"layer(s){outcome}:")
+            lines += [_tried_line(entry, rows) for entry in info.get("scored") or
+                      [{"layers": layers} for layers in info["tried"]]]
+    lines += float_ops_lines(report)
     if rows:
         lines.append("worst layers of the fully quantized model (cost: what quantizing it adds; error: "
                      "relative to the signal; rmse/scale: in quantization steps):")
@@ -141,6 +149,28 @@ def layer_lines(report: dict, count: int = 8) -> list[str]:
             lines.append(f"  #{row['index']:<3} {row['op']:<16} cost {row.get('cost', 0.0):.3f}  error "
                          f"{row['error']:.3f}  rmse/scale {steps:<6} {row['tensor']}{flag}")
     return lines
+
+
+def _tried_line(entry: dict, rows: list[dict]) -> str:
+    from tfbuild.fallback import layer_labels
+
+    layers = ", ".join(layer_labels(entry["layers"], rows)) or "none"
+    if "passed" not in entry:  # a report written before the sets were scored
+        return f"    [{layers}]"
+    verdict = "passed" if entry["passed"] else f"missed {'; '.join(entry['failures'])}"
+    return f"    [{layers}]: {entry['metrics']}; {verdict}"
+
+
+def float_ops_lines(report: dict) -> list[str]:
+    """An integer target's ops that still compute in float, by type."""
+    found = report.get("float_ops")
+    if not found:
+        return []
+    if not found["count"]:
+        return ["integer-only: every op computes in integers"]
+    from tfbuild.verify import float_op_types
+
+    return [f"{found['count']} op(s) compute in float: {float_op_types(found)}"]
 
 
 def summary_rows(outcomes) -> list[list[str]]:

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tfbuild.errors import UserError
+from tfbuild.errors import UserError, machine_fault
 from tfbuild.plan import TargetPlan, tool_versions
 from tfbuild.project import Project
 from tfbuild.state import BuildState
@@ -207,7 +207,9 @@ class Builder:
             # the worker's own clock when it sent one (Ray Client delivers a job's messages at once)
             seconds = message.get("seconds", time.perf_counter() - job.started.get(name, time.perf_counter()))
             if event == "done":
-                self._finish(self._land(plan, message["result"], seconds))
+                self._finish(self._land_or_fault(plan, message["result"], seconds))
+            elif message.get("machine_fault"):  # not these inputs' fault: the next run builds it again
+                self._finish(Outcome(plan, "failed", seconds, [message["message"]]))
             else:
                 self.state.record(plan, verdict="failed", outputs=[], failures=[message["message"]])
                 self.state.save()
@@ -236,6 +238,17 @@ class Builder:
             self._finish(Outcome(self._plan(job, name), status, messages=messages))
 
     # ------------------------------------------------------------ promotion
+
+    def _land_or_fault(self, plan: TargetPlan, result: dict, seconds: float) -> Outcome:
+        """Promotion, or the machine's fault (a full disk, a read-only build folder) as a failed
+        target that says so: what was in place stays, and the next run builds it again."""
+        try:
+            return self._land(plan, result, seconds)
+        except OSError as err:
+            fault = machine_fault(err, self.project.root)
+            if fault is None:
+                raise
+            return Outcome(plan, "failed", seconds, [fault])
 
     def _land(self, plan: TargetPlan, result: dict, seconds: float, status: str = "built") -> Outcome:
         stage = self._stage(plan)

@@ -81,6 +81,22 @@ class BuildState:
             entry["last_good"] = previous.get("last_good")
         self.targets[plan.id] = entry
 
+    def orphans(self, declared: set[str]) -> dict[str, list[Path]]:
+        """Targets no recipe declares any more (a deleted recipe, a removed target), by id: the
+        outputs and loaders their last build recorded, and their rejected files. A plain build
+        never touches them; `tfbuild status` lists them and `tfbuild clean` removes them."""
+        found: dict[str, list[Path]] = {}
+        for target_id, entry in self.targets.items():
+            if target_id not in declared:
+                recorded = {**(entry.get("outputs") or {}), **(entry.get("loader_outputs") or {})}
+                found[target_id] = [self.project.root / rel for rel in sorted(recorded)]
+        rejected = self.project.state_dir / "rejected"
+        for folder in sorted(rejected.glob("*/*")) if rejected.is_dir() else []:
+            target_id = f"{folder.parent.name}:{folder.name}"
+            if target_id not in declared and folder.is_dir():
+                found.setdefault(target_id, []).extend(sorted(p for p in folder.rglob("*") if p.is_file()))
+        return found
+
     def forget(self, target_id: str) -> None:
         self.targets.pop(target_id, None)
 

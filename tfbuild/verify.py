@@ -22,7 +22,7 @@ DEFAULT_THRESHOLDS: dict[str, dict[str, float]] = {
     "int16x8": {"min_cosine": 0.99, "top1_agreement": 0.95},
 }
 CHECKED = ("top1_agreement", "min_accuracy", "max_accuracy_drop", "max_abs_error",
-           "mean_abs_error", "min_cosine", "min_snr_db", "max_size_kb", "max_latency_ms")
+           "mean_abs_error", "min_cosine", "min_snr_db", "max_size_kb", "max_latency_ms", "max_float_ops")
 FLEX_PREFIX = "Flex"
 INTEGER_DTYPES = ("int8", "uint8", "int16")
 
@@ -98,6 +98,32 @@ def signature(model_bytes: bytes) -> dict:
     }
 
 
+FLOAT_DTYPES = ("float32", "float16")
+CONVERSION_OPS = ("QUANTIZE", "DEQUANTIZE")  # the edges between integer and float, not compute
+
+
+def float_ops(model_bytes: bytes) -> dict:
+    """The ops of an integer model that still compute in float (a float output; the QUANTIZE and
+    DEQUANTIZE at its edges aside): what an int8-only NPU, DSP, Edge TPU or microcontroller runs on
+    the CPU or refuses. `{"count": n, "by_type": {op: n}, "tensors": [output names]}`."""
+    from tfbuild.layer_error import graph
+
+    model = graph(model_bytes)
+    found = [(op["type"], model.name(op["outputs"][0])) for op in model.ops
+             if op["outputs"] and op["type"] not in CONVERSION_OPS
+             and model.tensors[op["outputs"][0]]["dtype"] in FLOAT_DTYPES]
+    by_type: dict[str, int] = {}
+    for kind, _ in found:
+        by_type[kind] = by_type.get(kind, 0) + 1
+    return {"count": len(found), "by_type": dict(sorted(by_type.items(), key=lambda kv: (-kv[1], kv[0]))),
+            "tensors": [name for _, name in found]}
+
+
+def float_op_types(found: dict) -> str:
+    """`ELU x2, SOFTMAX`: the float ops of a `float_ops` record, most frequent first."""
+    return ", ".join(f"{op} x{n}" if n > 1 else op for op, n in found["by_type"].items())
+
+
 def load_runtime() -> None:
     """Import the LiteRT interpreter and flatbuffer schema (a one-time cost per worker, reported
     on its own rather than charged to whichever target happens to be verified first)."""
@@ -139,12 +165,36 @@ def run(model_bytes: bytes, sig: dict, inputs: dict[str, np.ndarray], batch: int
     raw_in = {t["name"]: quantize(inputs[t["name"]], t) for t in sig["inputs"]}
     chunks: dict[str, list] = {t["name"]: [] for t in sig["outputs"]}
     for start in range(0, count - count % batch, batch):
-        result = runner(**{name: value[start:start + batch] for name, value in raw_in.items()})
+        fed = {name: value[start:start + batch] for name, value in raw_in.items()}
+        try:
+            result = runner(**fed)
+        except RuntimeError as err:
+            raise run_failure(err, sig, fed) from None
         for name in chunks:
             chunks[name].append(np.array(result[name]))
     raw_out = {name: np.concatenate(parts) for name, parts in chunks.items()}
     floats = {t["name"]: dequantize(raw_out[t["name"]], t) for t in sig["outputs"]}
     return floats, raw_in, raw_out
+
+
+def run_failure(err: RuntimeError, sig: dict, fed: dict[str, np.ndarray]) -> Exception:
+    """LiteRT refusing to run a model whose dynamic axes were resized to the data (e.g. `XNNPack
+    delegate failed to reshape runtime`): a target failure that names the axes and the shape to
+    pin, with the input's real rank. Any other runtime error stays what it is."""
+    from tfbuild.errors import ConversionFailed
+
+    dynamic = [(t["name"], [i for i, d in enumerate(t["shape_signature"]) if d < 0 and i > 0], fed[t["name"]].shape)
+               for t in sig["inputs"] if any(d < 0 for d in t["shape_signature"][1:])]
+    if not dynamic:
+        return err
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    axes = "; ".join(f"{name} axis {', '.join(map(str, found))} at length "
+                     f"{', '.join(str(shape[i]) for i in found)}" for name, found, shape in dynamic)
+    pins = ", ".join(f"{name}: {{shape: {[1, *shape[1:]]}}}" for name, _, shape in dynamic)
+    return ConversionFailed(
+        f"LiteRT cannot run this model with its dynamic axes resized to the evaluation data ({axes}): "
+        f"{first}; pin them in model.inputs ({pins}), or use evaluation data of the length the "
+        "app will feed")
 
 
 def median_latency_ms(model_bytes: bytes, sig: dict, inputs: dict[str, np.ndarray], runs: int,
@@ -174,11 +224,23 @@ def measure(model_bytes: bytes, sig: dict, inputs: dict[str, np.ndarray], labels
 # ---------------------------------------------------------------- metrics and verdict
 
 def _is_classifier(array: np.ndarray) -> bool:
-    return array.ndim == 2 and array.shape[1] >= 2
+    """Class scores along the last axis: one row per sample ([batch, classes]) or one row per
+    frame or position ([batch, frames, classes], [batch, h, w, classes])."""
+    return array.ndim >= 2 and array.shape[-1] >= 2
+
+
+def _rows(array: np.ndarray) -> np.ndarray:
+    """Every row of class scores, samples and positions alike: [n, classes]."""
+    return array.reshape(-1, array.shape[-1])
+
+
+def positions(array: np.ndarray) -> int:
+    """Rows of class scores per sample: 1 for a per-sample classifier, frames x ... otherwise."""
+    return int(np.prod(array.shape[1:-1], dtype=np.int64)) if array.ndim > 2 else 1
 
 
 def _looks_like_probabilities(array: np.ndarray) -> bool:
-    rows = array.reshape(len(array), -1).astype(np.float64)
+    rows = _rows(array).astype(np.float64)
     return bool(len(rows)) and bool((rows >= 0).all()) and bool(np.allclose(rows.sum(1), 1.0, atol=1e-3))
 
 
@@ -186,12 +248,13 @@ def output_kinds(reference: dict[str, np.ndarray], known: dict[str, str], labels
     """Each output's kind: `scores` (class probabilities or logits: top-1 agreement and accuracy
     apply) or `values` (regression, boxes, embeddings: errors, cosine and SNR only). Declared or
     read from the model's last activation (softmax, sigmoid) where known; otherwise scores for
-    rows of probabilities, or for the output with one column per label; values for the rest."""
+    rows of probabilities along the last axis (per sample, or per frame or position), or for the
+    output with one column per label; values for the rest."""
     kinds = {}
     for name, array in reference.items():
         if name in known:
             kinds[name] = known[name]
-        elif _is_classifier(array) and (_looks_like_probabilities(array) or array.shape[1] == labels_count):
+        elif _is_classifier(array) and (_looks_like_probabilities(array) or array.shape[-1] == labels_count):
             kinds[name] = "scores"
         else:
             kinds[name] = "values"
@@ -246,6 +309,9 @@ def _agreement(ref: np.ndarray, got: np.ndarray, step: float | None) -> dict:
 
 def output_metrics(reference: np.ndarray, candidate: np.ndarray, kind: str = "values",
                    step: float | None = None) -> dict:
+    """Errors, cosine and SNR over the whole output; for scores, top-1 agreement over every row
+    of class scores: per sample, or per frame or position (`positions` rows per sample), since a
+    per-frame label that flips is a wrong answer however close the cosine stays."""
     ref = reference.astype(np.float64).reshape(len(reference), -1)
     got = candidate.astype(np.float64).reshape(len(candidate), -1)
     finite = bool(np.isfinite(got).all())
@@ -262,15 +328,43 @@ def output_metrics(reference: np.ndarray, candidate: np.ndarray, kind: str = "va
         "snr_db": (math.inf if noise == 0 else 10 * math.log10(signal / noise)) if finite and signal > 0 else -math.inf,
     }
     if kind == "scores" and _is_classifier(reference):
-        metrics.update(_agreement(ref, got, step) if finite else
+        rows = _rows(reference.astype(np.float64))
+        metrics.update(_agreement(rows, _rows(candidate.astype(np.float64)), step) if finite else
                        {"top1_agreement": 0.0, "top1_exact": 0.0, "near_ties": 0, "tie_tolerance": step or FLOAT_TIE})
+        if reference.ndim > 2:
+            metrics["positions"] = positions(reference)
     return metrics
+
+
+def label_indices(array: np.ndarray, labels: np.ndarray) -> np.ndarray | None:
+    """The class index of every row of `array`'s scores, from labels that fit it: indices, one
+    per sample ([n]) or per frame ([n, frames]), or one-hot / probability rows of the output's own
+    shape. None when the labels are for another output."""
+    if labels.shape[1:] == array.shape[1:-1]:
+        return labels.reshape(-1)
+    if labels.shape[1:] == array.shape[1:]:
+        return _rows(labels).argmax(1)
+    return None
+
+
+def _labelled_output(reference: dict[str, np.ndarray], kinds: dict[str, str],
+                     labels: np.ndarray | None) -> tuple[str, np.ndarray] | None:
+    """The first output of scores the labels fit, and the label of each of its rows."""
+    if labels is None:
+        return None
+    for name, array in reference.items():
+        if kinds.get(name) == "scores" and _is_classifier(array):
+            truth = label_indices(array, np.asarray(labels)[: len(array)])
+            if truth is not None:
+                return name, truth
+    return None
 
 
 def compare(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray],
             labels: np.ndarray | None, kinds: dict[str, str] | None = None,
             steps: dict[str, float] | None = None) -> dict:
-    """Per-output metrics, plus accuracy of both models on labels for the first `scores` output.
+    """Per-output metrics, plus accuracy of both models on labels for the first `scores` output
+    the labels fit (one label per sample, or per frame for per-frame scores).
     Without `kinds`, every output with two or more columns counts as scores; `steps` are the
     outputs' quantization steps (`output_steps`), the tolerance of top-1 agreement."""
     if kinds is None:
@@ -280,14 +374,16 @@ def compare(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray],
                                        steps.get(name))
                   for name in reference}
     result: dict = {"outputs": per_output, "samples": len(next(iter(reference.values())))}
-    classifier = next((n for n in reference if kinds.get(n) == "scores" and _is_classifier(reference[n])), None)
-    if labels is not None and classifier is not None:
-        truth = np.asarray(labels)[: len(reference[classifier])]
+    found = _labelled_output(reference, kinds, labels)
+    if found is not None:
+        classifier, truth = found
         result["accuracy"] = {
             "output": classifier,
-            "source": float(np.mean(reference[classifier].argmax(1) == truth)),
-            "tflite": float(np.mean(candidate[classifier].argmax(1) == truth)),
+            "source": float(np.mean(_rows(reference[classifier]).argmax(1) == truth)),
+            "tflite": float(np.mean(_rows(candidate[classifier]).argmax(1) == truth)),
         }
+        if reference[classifier].ndim > 2:
+            result["accuracy"]["positions"] = positions(reference[classifier])
     return result
 
 
@@ -301,11 +397,13 @@ def judge(metrics: dict, thresholds: dict, size_kb: float, latency_ms: float | N
         if not m["finite"]:
             failures.append(f"{label}outputs are not finite (NaN or Inf): the conversion is broken")
             continue
-        checks = [("top1_agreement", m.get("top1_agreement"), ">="), ("max_abs_error", m["max_abs_error"], "<="),
+        top1 = "top1_agreement per frame" if m.get("positions") else "top1_agreement"
+        checks = [(top1, m.get("top1_agreement"), ">="), ("max_abs_error", m["max_abs_error"], "<="),
                   ("mean_abs_error", m["mean_abs_error"], "<="), ("min_cosine", m["cosine"], ">="),
                   ("min_snr_db", m["snr_db"], ">=")]
-        for key, value, op in checks:
-            failures += _miss(label + key.removeprefix("min_"), value, op, thresholds.get(key))
+        for shown, value, op in checks:
+            key = shown.split()[0]
+            failures += _miss(label + shown.removeprefix("min_"), value, op, thresholds.get(key))
     accuracy = metrics.get("accuracy")
     wants_accuracy = [k for k in ("min_accuracy", "max_accuracy_drop") if thresholds.get(k) is not None]
     if wants_accuracy and not accuracy and outputs:
@@ -315,6 +413,10 @@ def judge(metrics: dict, thresholds: dict, size_kb: float, latency_ms: float | N
         failures += _miss("accuracy", accuracy["tflite"], ">=", thresholds.get("min_accuracy"))
         failures += _miss("accuracy_drop", accuracy["source"] - accuracy["tflite"], "<=",
                           thresholds.get("max_accuracy_drop"))
+    if "float_ops" in metrics:
+        found = metrics["float_ops"]
+        missed = _miss("float_ops", found["count"], "<=", thresholds.get("max_float_ops"))
+        failures += [f"{line}: {float_op_types(found)}" for line in missed]
     failures += _miss("size_kb", size_kb, "<=", thresholds.get("max_size_kb"))
     failures += _miss("latency_ms", latency_ms, "<=", thresholds.get("max_latency_ms"))
     return failures
