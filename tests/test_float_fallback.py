@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
 
-from models import write_outlier_project
+from models import write_dense_project, write_outlier_project
 from tfbuild import fallback, verify
 from tfbuild.html_report import MARKER_R, place_markers
 
@@ -184,3 +185,29 @@ def test_float_fallback_needs_int8():
     with pytest.raises(ValueError, match="float_fallback needs quantize: int8"):
         Target(quantize="int16x8", float_fallback="auto")
     assert Target(quantize="int8", float_fallback=["CONV_2D"]).max_float_layers == 8
+
+
+@pytest.mark.slow
+def test_a_passing_int8_target_measures_its_layers_only_on_request(project):
+    """Per-layer figures cost most of a conversion on long activations and a passing target does
+    not need them: the build skips them, `explain` measures them from what the build kept under
+    .tfbuild/analysis (LiteRT only) and caches them under the target's key."""
+    write_dense_project(project, targets="int8: {quantize: int8, io: uint8}\nauto: {quantize: int8, float_fallback: auto}")
+    built = project.run()
+    assert built.code == 0, built.text
+    for target in ("int8", "auto"):
+        report = json.loads(project.path(f"build/clf/{target}/report.json").read_text())
+        assert report["verdict"] == "passed" and "layer_errors" not in report, target
+    assert json.loads(project.path("build/clf/auto/report.json").read_text())["float_fallback"]["search"] == "not needed"
+    cached = project.path(".tfbuild/analysis/clf/int8/layer_errors.json")
+    assert not cached.exists()
+    explained = project.run("explain", "clf:int8")
+    assert explained.code == 0 and "worst layers of the fully quantized model" in explained.out, explained.text
+    assert "FULLY_CONNECTED" in explained.out and cached.is_file()
+    rows = json.loads(cached.read_text())
+    cached.write_text(json.dumps([{**row, "op": "FROM_THE_CACHE"} for row in rows]))
+    assert "FROM_THE_CACHE" in project.run("explain", "clf:int8").out  # asked twice: not measured again
+    assert not list(project.path("build").rglob("calibrated.tflite"))  # never shipped
+    pulled = project.path(".tfbuild/analysis/clf/auto")
+    shutil.rmtree(pulled)  # as for a target pulled from a shared cache
+    assert "not measured (the target passed)" in project.run("explain", "clf:auto").out

@@ -394,9 +394,24 @@ def cmd_explain(project, options) -> int:
             print(f"{plan.id} {verb}:")
             for reason in plan.reasons:
                 print(f"  - {reason}")
-        for line in layer_lines(_shown_report(project, plan) or {}):
+        for line in layer_lines(_with_layers(project, plan, _shown_report(project, plan))):
             print(f"  {line}")
     return 0
+
+
+def _with_layers(project, plan, report: dict | None) -> dict:
+    """An up-to-date integer target's report with its per-layer figures, measured now (and
+    cached under its key) when its build did not need them."""
+    from tfbuild import analysis
+
+    report = dict(report or {})
+    if plan.action == "none" and report.get("layer_errors") is None:
+        found = analysis.rows(project, plan, report)
+        if found is not None:
+            report["layer_errors"] = found
+        elif analysis.missing(report):
+            report["layer_errors_missing"] = analysis.missing(report)
+    return report
 
 
 def _shown_report(project, plan) -> dict | None:
@@ -501,6 +516,8 @@ def cmd_report(project, options) -> int:
 
     plans, _ = _classified(project, *_split(options.args))
     reports = {plan.id: _shown_report(project, plan) for plan in plans}
+    reports = {target: _with_layers(project, plan, reports[target]) if reports[target] else None
+               for target, plan in ((p.id, p) for p in plans)}
     if not any(reports.values()):
         raise UserError("nothing built yet: no report.json to show", hint="run tfbuild first")
     path = Path(options.output) if options.output else project.root / "build" / "report.html"

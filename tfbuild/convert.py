@@ -797,27 +797,11 @@ def _calibratable(source: Source, target: Target, target_name: str) -> Source:
 # ---------------------------------------------------------------- one job
 
 def _data(recipe: Recipe, root: Path, file: str, source: Source, which: str) -> tuple[dict | None, object]:
-    spec = getattr(recipe.data, which)
-    if spec is None:
-        return None, None
-    key = f"data.{which}"
-    arrays = data_mod.load_arrays(spec, root, file=file, key=key)
-    inputs, labels = data_mod.match_inputs(arrays, source.input_names, file=file, key=key)
-    inputs = data_mod.conform(data_mod.take(inputs, getattr(recipe.data, f"{which}_samples")),
-                              source.input_specs, _batch(source), file=file, key=key)
-    count = len(next(iter(inputs.values())))
-    return inputs, data_mod.conform_labels(labels, count, file=file, key=key)
+    return data_mod.recipe_arrays(recipe, root, file, source.input_specs, _batch(source), which)
 
 
 def _evaluation_set(recipe: Recipe, root: Path, file: str, source: Source):
-    inputs, labels = _data(recipe, root, file, source, "evaluation")
-    if inputs is not None:
-        return inputs, labels, "evaluation"
-    inputs, labels = _data(recipe, root, file, source, "calibration")
-    if inputs is not None:
-        return inputs, labels, "calibration (no evaluation data)"
-    count = max(min(recipe.data.evaluation_samples, 32), _batch(source))
-    return data_mod.generated_samples(source.input_specs, count), None, "generated random samples (no data)"
+    return data_mod.evaluation_set(recipe, root, file, source.input_specs, _batch(source))
 
 
 def describe_exception(err: BaseException) -> str:
@@ -957,7 +941,7 @@ def _build_target(recipe: Recipe, item: dict, source: Source, calibration, evalu
         calibrated = calibrate_target(source, target, calibration, item["name"])
         conversion_warnings = calibrated.warnings
         timings["convert_s"] = time.perf_counter() - started
-        phase(item["name"], "measuring per-layer errors")
+        phase(item["name"], "quantizing" if target.float_fallback != "auto" else "choosing float layers")
 
         def check(candidate: bytes) -> tuple[dict, list[str]]:
             metrics, _, _ = verify.measure(candidate, verify.signature(candidate), eval_inputs, labels,
@@ -996,7 +980,7 @@ def _build_target(recipe: Recipe, item: dict, source: Source, calibration, evalu
     if "float_fallback" in extra:
         if report["float_fallback"]["mode"] == "auto":  # what the state and the lock may record
             report["float_fallback"]["passed"] = report["verdict"] == "passed" and not fallback_failures
-        kept = fallback.describe(report["float_fallback"], report["layer_errors"])
+        kept = fallback.describe(report["float_fallback"], report.get("layer_errors") or [])
         if kept and not fallback_failures:
             conversion_warnings = conversion_warnings + [kept]
     if fallback_failures:
@@ -1004,6 +988,15 @@ def _build_target(recipe: Recipe, item: dict, source: Source, calibration, evalu
         report["failures"] = report["failures"] + fallback_failures
     report["warnings"] = conversion_warnings + report["warnings"]
     timings["verify_s"] = time.perf_counter() - verify_started
+    private: list[str] = []
+    if target.quantize in ("int8", "int16x8"):
+        private = _analysis_inputs(stage, calibrated, report)
+        if report["verdict"] == "rejected" and "layer_errors" not in report:  # the diagnosis it needs
+            phase(item["name"], "measuring per-layer errors")
+            layers_started = time.perf_counter()
+            report["layer_errors"] = fallback.layer_rows(calibrated.model, calibrated.quantize(), eval_inputs,
+                                                         _batch(source), report["float_fallback"]["layers"])
+            timings["layers_s"] = time.perf_counter() - layers_started
     report["timings"] = {**{k: round(v, 3) for k, v in timings.items()}, **shared_timings}
     golden = report.pop("golden", None)
     files = [target.output, "report.json"]
@@ -1012,7 +1005,20 @@ def _build_target(recipe: Recipe, item: dict, source: Source, calibration, evalu
         (stage / "golden.json").write_text(json.dumps(golden) + "\n")
         files.append("golden.json")
     return {"files": files, "verdict": report["verdict"], "failures": report["failures"],
-            "warnings": report["warnings"], "timings": report["timings"]}
+            "warnings": report["warnings"], "timings": report["timings"], "private": private}
+
+
+def _analysis_inputs(stage: Path, calibrated: Calibrated, report: dict) -> list[str]:
+    """What per-layer figures measured later need, written beside the outputs for the parent to
+    keep under .tfbuild/ (never shipped): the calibrated float model, and the fully quantized one
+    when the shipped file keeps layers in float."""
+    from tfbuild.analysis import CALIBRATED, FULLY_QUANTIZED
+
+    (stage / CALIBRATED).write_bytes(calibrated.model)
+    if not report["float_fallback"]["layers"]:
+        return [CALIBRATED]
+    (stage / FULLY_QUANTIZED).write_bytes(calibrated.quantize())
+    return [CALIBRATED, FULLY_QUANTIZED]
 
 
 def _batch(source: Source) -> int:

@@ -118,3 +118,30 @@ def generated_samples(specs: list[tuple[str, list[int | None], str]], count: int
         else:
             out[name] = rng.integers(0, 2, size=(count, *dims)).astype(dtype)
     return out
+
+
+def recipe_arrays(recipe, root: Path, file: str, specs, batch: int, which: str) -> tuple[dict | None, object]:
+    """A recipe's calibration or evaluation arrays, matched to the model's inputs and conformed
+    to their specs (name, shape, dtype), with their labels; (None, None) when it names none."""
+    spec = getattr(recipe.data, which)
+    if spec is None:
+        return None, None
+    key = f"data.{which}"
+    arrays = load_arrays(spec, root, file=file, key=key)
+    inputs, labels = match_inputs(arrays, [name for name, _, _ in specs], file=file, key=key)
+    inputs = conform(take(inputs, getattr(recipe.data, f"{which}_samples")), specs, batch, file=file, key=key)
+    count = len(next(iter(inputs.values())))
+    return inputs, conform_labels(labels, count, file=file, key=key)
+
+
+def evaluation_set(recipe, root: Path, file: str, specs, batch: int):
+    """(inputs, labels, what they are): the evaluation data, else the calibration data, else
+    deterministic random samples, as every report says (`evaluated_on`)."""
+    inputs, labels = recipe_arrays(recipe, root, file, specs, batch, "evaluation")
+    if inputs is not None:
+        return inputs, labels, "evaluation"
+    inputs, labels = recipe_arrays(recipe, root, file, specs, batch, "calibration")
+    if inputs is not None:
+        return inputs, labels, "calibration (no evaluation data)"
+    count = max(min(recipe.data.evaluation_samples, 32), batch)
+    return generated_samples(specs, count), None, "generated random samples (no data)"

@@ -122,9 +122,10 @@ def _quality(trial: Trial) -> tuple:
 
 
 def search(evaluate: Callable[[tuple[str, ...]], Trial], units: list[Unit], limit: int,
-           start: tuple[str, ...] = ()) -> Result:
-    """The fewest layers in float that pass (see the module docstring), or the best tried."""
-    tried: dict[frozenset, Trial] = {}
+           start: tuple[str, ...] = (), first: Trial | None = None) -> Result:
+    """The fewest layers in float that pass (see the module docstring), or the best tried
+    (`first`: the start set, already evaluated)."""
+    tried: dict[frozenset, Trial] = {frozenset(first.layers): first} if first is not None else {}
 
     def trial(layers: tuple[str, ...]) -> Trial:
         key = frozenset(layers)
@@ -170,46 +171,76 @@ class Context:
 
 def apply(calibrated, check: Callable[[bytes], tuple[dict, list[str]]], inputs: dict, batch: int,
           context: Context) -> tuple[bytes, dict, list[str]]:
-    """The model to verify, the report's `float_fallback` and `layer_errors`, and failures to add.
+    """The model to verify, the report's `float_fallback` (and `layer_errors` where they were
+    measured), and failures to add.
 
     `calibrated` is convert.Calibrated (its float model, and `quantize(ops, op_types)`); `check`
-    measures a candidate against every threshold but latency. The per-layer figures are those of
-    the fully quantized model (what each layer costs when quantized), with `kept_float` marking
-    the layers the shipped file keeps in float, and `cost` the search's ranking score of each."""
-    from tfbuild.layer_error import graph, layer_errors
+    measures a candidate against every threshold but latency. Per-layer figures cost a LiteRT run
+    of both models with every tensor kept, up to most of a conversion on long activations, so
+    they are measured here only when the search needs them (`auto`, when the fully quantized
+    model misses a threshold); a target that fails gets them afterwards (`layer_rows`), and a
+    passing one on request (`tfbuild explain`, tfbuild/analysis.py)."""
+    from tfbuild.layer_error import graph
 
     target = context.target
-    full = calibrated.quantize()
     float_graph = graph(calibrated.model)
-    try:
-        rows = layer_errors(calibrated.model, full, inputs, batch)
-    except Exception as err:  # LiteRT cannot run a model's intermediates: the figures are a bonus
-        if target.float_fallback == "auto":  # ...that auto cannot do without: this target fails
-            raise ConversionFailed(f"float_fallback: auto cannot measure the layers of this model ({err}): "
-                                   f"set targets.{context.target_name}.float_fallback to none or to a "
-                                   "list of the layers to keep in float") from None
-        rows = []
-    units = rank(float_graph, rows)
-    cost = {unit.tensor: unit.score for unit in units}
-    for row in rows:
-        row["cost"] = cost.get(row["tensor"], 0.0)  # 0 for ops already float: nothing to gain
+    measured: list[list[dict]] = []
+
+    def layers() -> list[dict]:
+        if not measured:
+            measured.append(_measure(calibrated, inputs, batch, context))
+        return measured[0]
+
     failures: list[str] = []
     if target.float_fallback == "none":
-        model, info = full, {"mode": "none", "layers": []}
+        model, info = calibrated.quantize(), {"mode": "none", "layers": []}
     elif isinstance(target.float_fallback, list):
         nodes, kinds = resolve(target.float_fallback, float_graph, context.file,
                                f"targets.{context.target_name}.float_fallback")
         model = calibrated.quantize(nodes, kinds)
         info = {"mode": "list", "layers": list(dict.fromkeys(nodes + ops_of_types(float_graph, kinds)))}
     else:
-        model, info, failures = _auto(calibrated, check, float_graph, units, context)
-    kept = set(info["layers"])
+        model, info, failures = _auto(calibrated, check, float_graph, layers, context)
+    extra: dict = {"float_fallback": info}
+    if measured:
+        extra["layer_errors"] = annotate(measured[0], float_graph, info["layers"])
+    return model, extra, failures
+
+
+def _measure(calibrated, inputs: dict, batch: int, context: Context) -> list[dict]:
+    from tfbuild.layer_error import layer_errors
+
+    try:
+        return layer_errors(calibrated.model, calibrated.quantize(), inputs, batch)
+    except Exception as err:  # LiteRT cannot run a model's intermediates: auto cannot search
+        raise ConversionFailed(f"float_fallback: auto cannot measure the layers of this model ({err}): "
+                               f"set targets.{context.target_name}.float_fallback to none or to a "
+                               "list of the layers to keep in float") from None
+
+
+def annotate(rows: list[dict], float_graph: Graph, kept: list[str]) -> list[dict]:
+    """Each row's `cost` (the search's ranking score; 0 for ops the quantizer left in float) and
+    `kept_float` (the shipped file computes it in float)."""
+    cost = {unit.tensor: unit.score for unit in rank(float_graph, rows)}
     for row in rows:
-        row["kept_float"] = row["tensor"] in kept
-    return model, {"float_fallback": info, "layer_errors": rows}, failures
+        row["cost"] = cost.get(row["tensor"], 0.0)
+        row["kept_float"] = row["tensor"] in set(kept)
+    return rows
 
 
-def _auto(calibrated, check, float_graph: Graph, units: list[Unit], context: Context):
+def layer_rows(float_bytes: bytes, full_bytes: bytes, inputs: dict, batch: int, kept: list[str]) -> list[dict]:
+    """The per-layer figures of a fully quantized model, annotated; [] where LiteRT cannot run
+    its intermediates (the figures are a diagnosis, never a reason to fail a target)."""
+    from tfbuild.layer_error import graph, layer_errors
+
+    try:
+        rows = layer_errors(float_bytes, full_bytes, inputs, batch)
+    except Exception:  # noqa: BLE001 - as above: LiteRT refusing is not a bug of ours
+        return []
+    return annotate(rows, graph(float_bytes), kept)
+
+
+def _auto(calibrated, check, float_graph: Graph, layers: Callable[[], list[dict]], context: Context):
     started = time.perf_counter()
     limit = context.target.max_float_layers
     key = context.key
@@ -228,10 +259,15 @@ def _auto(calibrated, check, float_graph: Graph, units: list[Unit], context: Con
         metrics, failures = check(model)
         return Trial(tuple(layers), model, metrics, failures)
 
-    result = search(evaluate, units, limit, start)
+    first = evaluate(start)
+    if first.passed and not start:  # the fully quantized model passes: nothing to rank or search
+        result, units = Result(first, [first]), []
+    else:
+        units = rank(float_graph, layers())
+        result = search(evaluate, units, limit, start, first)
     how = "resumed" if previous else "searched"
     if result.passed and not result.chosen.layers and len(result.tried) == 1 and not start:
-        how = "not needed"  # the fully quantized model passes
+        how = "not needed"
     info.update(layers=list(result.chosen.layers), search=how, trials=len(result.tried),
                 tried=[list(t.layers) for t in result.tried], scored=[scored(t) for t in result.tried],
                 ranking=ranking(units),

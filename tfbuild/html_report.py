@@ -271,7 +271,13 @@ def _section(recipe: str, members: list, shown: dict[str, dict | None]) -> str:
     return (f"<section><h2>{html.escape(recipe)}</h2><table><thead><tr>{head}</tr></thead>"
             f"<tbody>{''.join(rows)}</tbody></table>{_metadata_table(reports)}<div class='plots'><div>{_scatter(points, label, reference)}"
             f"{legend}</div>{''.join(f'<div>{_layer_plot(r)}</div>' for r in layers)}</div>"
-            f"{''.join(_worst_table(r) for r in layers)}</section>")
+            f"{''.join(_worst_table(r) for r in layers)}{_missing_layers(built)}</section>")
+
+
+def _missing_layers(reports: list[dict]) -> str:
+    """Integer targets whose per-layer figures could not be measured, and how to get them."""
+    return "".join(f"<p class='legend'>{html.escape(r['target'])}: {html.escape(r['layer_errors_missing'])}</p>"
+                   for r in reports if r.get("layer_errors_missing"))
 
 
 def render(plans, reports: dict[str, dict | None] | None = None) -> str:

@@ -98,9 +98,13 @@ class _Stats:
 
 
 def _runner(model_bytes: bytes):
+    import warnings
+
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_content=model_bytes, experimental_preserve_all_tensors=True)
+    with warnings.catch_warnings():  # "intended for debugging purposes only": that is what this is
+        warnings.simplefilter("ignore", UserWarning)
+        interpreter = Interpreter(model_content=model_bytes, experimental_preserve_all_tensors=True)
     return interpreter, interpreter.get_signature_runner()
 
 

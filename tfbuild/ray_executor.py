@@ -451,7 +451,7 @@ def _streamed(job: dict) -> Iterator[dict]:
 def _attach_outputs(message: dict, job: dict) -> None:
     stage = Path(next(t["stage"] for t in job["targets"] if t["name"] == message["target"]))
     result = message["result"]
-    result["blobs"] = {name: (stage / name).read_bytes() for name in result["files"]}
+    result["blobs"] = {name: (stage / name).read_bytes() for name in result["files"] + result.get("private", [])}
     result["digests"] = {name: sha256_bytes(data) for name, data in result["blobs"].items()}
 
 

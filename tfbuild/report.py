@@ -140,6 +140,8 @@ def layer_lines(report: dict, count: int = 8) -> list[str]:
             lines += [_tried_line(entry, rows) for entry in info.get("scored") or
                       [{"layers": layers} for layers in info["tried"]]]
     lines += float_ops_lines(report)
+    if report.get("layer_errors_missing"):
+        lines.append(report["layer_errors_missing"])
     if rows:
         lines.append("worst layers of the fully quantized model (cost: what quantizing it adds; error: "
                      "relative to the signal; rmse/scale: in quantization steps):")

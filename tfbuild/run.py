@@ -251,7 +251,10 @@ class Builder:
             return Outcome(plan, "failed", seconds, [fault])
 
     def _land(self, plan: TargetPlan, result: dict, seconds: float, status: str = "built") -> Outcome:
+        from tfbuild import analysis
+
         stage = self._stage(plan)
+        analysis.keep(self.project, plan, stage, result.get("private", []))
         if result["verdict"] == "rejected":
             kept = self.project.private_dir("rejected", plan.loaded.name, plan.name, empty=True)
             for name in result["files"]:
