@@ -68,3 +68,37 @@ def test_a_worker_that_died_while_idle_is_replaced(tmp_path):
         assert worker is not dead and worker.process.is_alive()
     finally:
         pool.shutdown()
+
+
+def test_a_second_worker_starts_only_when_it_pays():
+    """The scheduler's rule, without TensorFlow: a worker that takes ~3 s to start is started
+    for queued work longer than that per running worker, and only on a machine with a core idle."""
+    from tfbuild.run import worth_starting
+
+    assert worth_starting(10.0, 1, 3.0, idle=1.0)
+    assert not worth_starting(2.5, 1, 3.0, idle=1.0)  # sub-second jobs: the running worker is faster
+    assert not worth_starting(8.0, 3, 3.0, idle=1.0)  # three running finish 8 s of work before a fourth starts
+    assert not worth_starting(10.0, 1, 3.0, idle=0.2)  # a loaded machine: the import steals the worker's CPU
+    assert worth_starting(0.1, 4, 0.0, idle=0.0)  # a cluster's workers cost us nothing to start
+
+
+def test_a_job_is_estimated_from_its_last_build_or_its_size(tmp_path):
+    import json
+    from types import SimpleNamespace
+
+    from tfbuild.run import FIRST_BUILD_S, FIRST_BUILD_S_PER_MB, job_estimate
+
+    model = tmp_path / "m.keras"
+    model.write_bytes(b"x" * 2 ** 21)  # 2 MiB
+    (tmp_path / "built").mkdir()
+    (tmp_path / "built" / "report.json").write_text(json.dumps({"timings": {"convert_s": 1.5, "verify_s": 0.25,
+                                                                          "load_s": 0.5, "reference_s": 0.25}}))
+
+    def plan(folder: str):
+        def read_output(name):
+            path = tmp_path / folder / name
+            return json.loads(path.read_text()) if path.is_file() else None
+        return SimpleNamespace(read_output=read_output, input_paths={"file:m.keras": model})
+    assert job_estimate([plan("built")]) == 1.75 + 0.75
+    assert job_estimate([plan("built"), plan("built")]) == 2 * 1.75 + 0.75  # the model is loaded once a job
+    assert job_estimate([plan("never")]) == FIRST_BUILD_S + 2 * FIRST_BUILD_S_PER_MB

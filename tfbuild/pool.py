@@ -20,6 +20,7 @@ from pathlib import Path
 
 MAX_JOBS = int(os.environ.get("TFBUILD_WORKER_MAX_JOBS", "16"))
 MAX_RSS_MB = int(os.environ.get("TFBUILD_WORKER_MAX_RSS_MB", "3072"))
+START_COST_S = 2.0  # a new worker's TensorFlow import on an idle core (bench_incremental c, bench_pool)
 
 
 @dataclass
@@ -61,12 +62,17 @@ class WorkerPool:
     `worker.ends_job` says ends it, or a `lost` message when its worker died."""
 
     ships_inputs = False  # its workers read the project's files where they are
+    start_cost_s = START_COST_S
 
     def __init__(self, size: int, warm: list[Worker] | None = None):
         self.slots = size
         self.idle: list[Worker] = list(warm or [])
         self.busy: dict[object, tuple[Worker, str]] = {}  # connection -> worker, job id
         self.said: list[tuple[str, dict]] = []  # messages of our own, handed out by the next events()
+
+    def started(self) -> int:
+        """Workers alive (busy, or idle and warm): a job for one of them costs no start."""
+        return len(self.busy) + len(self.idle)
 
     def submit(self, job_id: str, payload: dict, inputs: dict) -> str:
         """Send a job to an idle worker (started if none is idle); what the job is waiting for."""

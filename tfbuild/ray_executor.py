@@ -81,6 +81,10 @@ class RemoteJob:
 
 class RayExecutor:
     ships_inputs = True  # the job's files, by their path in the project (run.job_inputs)
+    start_cost_s = 0.0  # the cluster's workers are Ray's to start: every free slot is used
+
+    def started(self) -> int:
+        return self.slots
 
     def __init__(self, config: RaySettings, jobs: int | None, detail: Callable[[str], None]):
         ray = _import_ray()

@@ -141,7 +141,7 @@ class Builder:
         running: dict[str, Job] = {}  # recipe -> its job
         try:
             while queue or running:
-                while queue and len(running) < self.executor.slots and not self.stop_scheduling:
+                while queue and self._may_submit(queue, running) and not self.stop_scheduling:
                     job = queue.pop(0)
                     self._submit(job)
                     running[job.recipe] = job
@@ -158,6 +158,18 @@ class Builder:
         except KeyboardInterrupt:
             self.executor.shutdown()
             raise
+
+    def _may_submit(self, queue: list[Job], running: dict[str, Job]) -> bool:
+        """A free slot, and a worker for it that pays: an executor whose workers cost time to start
+        (the local pool: a TensorFlow import, ~3 s of CPU) starts one more only while the queued
+        work is more than the running workers could finish in that time; a started worker
+        takes job after job. So `-j N` is never slower than `-j1` on sub-second jobs."""
+        if len(running) >= self.executor.slots:
+            return False
+        if not running or len(running) < self.executor.started():
+            return True
+        return worth_starting(sum(job_estimate(job.plans) for job in queue), len(running),
+                              self.executor.start_cost_s, idle_cores())
 
     def _submit(self, job: Job) -> None:
         first = job.plans[0].loaded
@@ -347,6 +359,55 @@ def promote(stage: Path, destination: Path, names: list[str]) -> list[Path]:
         os.replace(stage / name, target)
         placed.append(target)
     return placed
+
+
+def worth_starting(queued_s: float, running: int, start_cost_s: float, idle: float) -> bool:
+    """Whether one more worker pays: the queued work outlasts what the running workers do while
+    it starts, and a core is idle to run it (on a busy machine its start only slows the others)."""
+    if not start_cost_s:
+        return True
+    return queued_s > running * start_cost_s and idle >= 0.5
+
+
+def idle_cores() -> float:
+    """Cores this process may use, less the threads running on the machine now (our own workers
+    included, this one not): Linux's instantaneous count, else the 1-minute load average."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    try:
+        with open("/proc/loadavg") as handle:
+            running = int(handle.read().split()[3].split("/")[0]) - 1
+    except (OSError, ValueError, IndexError):
+        try:
+            running = os.getloadavg()[0]
+        except OSError:
+            return float(cores)
+    return cores - running
+
+
+FIRST_BUILD_S = 0.6  # a small target's conversion and verification, when it was never built
+FIRST_BUILD_S_PER_MB = 0.5  # more for a larger model file
+
+
+SHARED_TIMINGS = ("load_s", "runtime_import_s", "reference_s")  # paid once per job, in every report
+
+
+def job_estimate(plans: list[TargetPlan]) -> float:
+    """Seconds a job (one recipe's targets) should take: each target's last build as its report
+    times it (what the recipe's targets share counted once), else a guess from the model's size."""
+    total, shared = 0.0, 0.0
+    for plan in plans:
+        timings = (plan.read_output("report.json") or {}).get("timings") or {}
+        seconds = {k: v for k, v in timings.items() if isinstance(v, (int, float)) and k.endswith("_s")}
+        own = sum(v for k, v in seconds.items() if k not in SHARED_TIMINGS)
+        if not own:
+            size = sum(p.stat().st_size for p in plan.input_paths.values() if p.is_file()) / 2 ** 20
+            own = FIRST_BUILD_S + FIRST_BUILD_S_PER_MB * size
+        total += own
+        shared = max(shared, sum(v for k, v in seconds.items() if k in SHARED_TIMINGS))
+    return total + shared
 
 
 def job_inputs(project: Project, plans: list[TargetPlan]) -> dict[str, Path]:
