@@ -1,8 +1,8 @@
 """The generated iOS packages run: `swift test` on each, against LiteRT's real runtime.
 
-tfbuild builds a spread of small Keras models for real (float32, float16, dynamic range, int8
-with int8 and with uint8 edges, two inputs and two outputs, an int32 input), and each target's
-`ios/` folder is tested as the Swift package it is, with nothing edited: its XCTest loads the
+tfbuild builds the spread of small Keras models in tests/mobile_builds.py for real (shared with
+the Android run: every dtype the loaders take, quantized and not, metadata, a dynamic axis), and
+each target's `ios/` folder is tested as the Swift package it is, with nothing edited: its XCTest loads the
 model and the golden vectors through Bundle.module and compares every output.
 
 The loaders `import LiteRT`, LiteRT's Swift package, whose binaries are Apple xcframeworks. Here
@@ -25,10 +25,10 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from models import FACTORIES, dense_classifier, features
+from mobile_builds import SPECS, signature as target_signature
+from mobile_builds import litert_lib, mobile_targets  # noqa: F401  (fixtures used below)
 from test_loaders_compile import Result, require, run
 from test_loaders_compile import swiftc, xctest  # noqa: F401  (fixtures used below)
 from tfbuild.codegen import VERSIONS, camel
@@ -38,80 +38,12 @@ pytestmark = pytest.mark.slow
 STAND_IN = Path(__file__).resolve().parent / "fixtures" / "litert_swift"
 LITERT_URL = "https://github.com/google-ai-edge/LiteRT"
 
-# An int32 input (token ids through an embedding), beside the shared factories.
-TOKENS_FACTORY = """
-
-def tokens():
-    keras.utils.set_random_seed(0)
-    ids = keras.Input((6,), dtype="int32", name="ids")
-    h = keras.layers.Flatten()(keras.layers.Embedding(10, 4)(ids))
-    return keras.Model(ids, keras.layers.Dense(3, name="logits")(h))
-"""
-
-
-@dataclass(frozen=True)
-class Spec:
-    """One recipe with one target: its loader class, model source, data and target settings."""
-    name: str  # the iOS class; distinct per package, so the shared build folder never mixes them
-    source: str
-    data: str
-    target: str
-    labels: bool = False
-
-
-SPECS = [
-    Spec("ClfFp32", "models/clf.keras", "data/clf.npz", "{}", labels=True),
-    Spec("ClfFp16", "models/clf.keras", "data/clf.npz", "{quantize: float16}"),
-    Spec("ClfDynamic", "models/clf.keras", "data/clf.npz", "{quantize: dynamic}"),
-    Spec("ClfInt8", "models/clf.keras", "data/clf.npz", "{quantize: int8, io: int8}", labels=True),
-    Spec("ClfUint8", "models/clf.keras", "data/clf.npz", "{quantize: int8, io: uint8}"),
-    Spec("TwoHeads", "py:factories:two_in_two_out", "data/heads.npz", "{}"),
-    Spec("TwoHeadsUint8", "py:factories:two_in_two_out", "data/heads.npz",
-         "{quantize: int8, io: uint8}"),
-    Spec("Tokens", "py:factories:tokens", "data/tokens.npz", "{}"),
-]
-
-
-def write_project(project) -> None:
-    """Models, data and one recipe per Spec (target `t`), with the default iOS api."""
-    dense_classifier(project.path("models/clf.keras"))
-    x = features()
-    project.save_arrays("data/clf.npz", features=x, labels=np.arange(len(x)) % 4)
-    project.write("factories.py", FACTORIES + TOKENS_FACTORY)
-    rng = np.random.default_rng(0)
-    project.save_arrays("data/heads.npz", left=rng.random((16, 5), dtype=np.float32),
-                        right=rng.random((16, 3), dtype=np.float32))
-    project.save_arrays("data/tokens.npz", ids=rng.integers(0, 10, (16, 6), dtype=np.int32))
-    project.write("data/labels.txt", "zero\none\ntwo\nthree\n")
-    for spec in SPECS:
-        labels = "  labels: data/labels.txt\n" if spec.labels else ""
-        project.recipe(spec.name.lower(), f"""\
-tfbuild: 1
-model: {{source: '{spec.source}'}}
-data: {{calibration: {spec.data}, evaluation: {spec.data}}}
-targets: {{t: {spec.target}}}
-mobile:
-  ios: {{class_name: {spec.name}}}
-{labels}""")
-
-
 # ------------------------------------------------------------------------------ toolchain
 
 @pytest.fixture(scope="session")
 def swift() -> str:
     return require("swift", shutil.which("swift"),
                    "install a Swift toolchain (swift.org) with Foundation and XCTest")
-
-
-@pytest.fixture(scope="session")
-def litert_lib() -> Path:
-    """The folder of the wheel's libLiteRt, whose C API the stand-in package calls."""
-    import ai_edge_litert
-
-    folder = Path(ai_edge_litert.__file__).parent
-    found = any((folder / name).is_file() for name in ("libLiteRt.so", "libLiteRt.dylib"))
-    return require("libLiteRt", found and folder,
-                   f"the ai-edge-litert wheel has no libLiteRt in {folder} (pip install ai-edge-litert)")
 
 
 @dataclass(frozen=True)
@@ -170,25 +102,19 @@ def swiftpm(swift, xctest, litert_lib, tmp_path_factory) -> SwiftPM:
     require("git", shutil.which("git"), "install git (SwiftPM resolves the LiteRT mirror with it)")
     root = tmp_path_factory.mktemp("swiftpm")
     config = mirror_configuration(swift, root, stand_in_repository(root))
-    return SwiftPM(swift, config, root / "scratch", root / "cache", litert_lib)
+    return SwiftPM(swift, config, root / "scratch", root / "cache", litert_lib.parent)
 
 
 # ------------------------------------------------------------------------------ the packages
 
 @pytest.fixture(scope="module")
-def packages(tmp_path_factory) -> dict[str, Path]:
-    """Every Spec built by tfbuild: {class name: its target's ios/ folder}."""
-    from conftest import Project
-
-    project = Project(tmp_path_factory.mktemp("ios-packages") / "proj")
-    write_project(project)
-    result = project.run("-j2")
-    assert result.code == 0, result.text
-    return {spec.name: project.path(f"build/{spec.name.lower()}/t/ios") for spec in SPECS}
+def packages(mobile_targets) -> dict[str, Path]:
+    """Every shared target's ios/ folder, by class name."""
+    return {name: target / "ios" for name, target in mobile_targets.items()}
 
 
 def signature(package: Path) -> dict:
-    return json.loads((package.parent / "report.json").read_text())["signature"]
+    return target_signature(package.parent)
 
 
 def test_the_spread_covers_what_it_claims(packages):

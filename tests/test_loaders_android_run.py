@@ -1,0 +1,157 @@
+"""The generated Android loaders run: each CompiledModel loader's instrumented golden test passes
+on the JVM against LiteRT's real runtime.
+
+A compiler sees a missing method, not a wrong quantization scale, a swapped input, a byte-order
+slip or a buffer of the wrong size; running the golden test does. The pieces:
+
+- LiteRT's Kotlin API is tests/fixtures/api/kotlin, tfbuild's stand-in with upstream's public
+  declarations, whose native work litertc.LiteRtC (tests/fixtures/api/ffi) does over the C API of
+  the ai-edge-litert wheel's libLiteRt.so (the runtime that computed the golden vectors) through
+  JDK 17's incubator foreign-function API. The loaders compile against the same declarations in
+  tests/test_loaders_compile.py.
+- Android's Context, AssetManager, Instrumentation and AndroidX Test's InstrumentationRegistry and
+  AndroidJUnit4 are the stand-ins in tests/fixtures/api/java, run as they are compiled there.
+- JUnit 4, hamcrest and Android's own org.json come from Debian (junit4, libhamcrest-java,
+  libandroid-json-java; .ci/run installs them).
+- tests/fixtures/android_jvm's launcher gives each test class its own assets (the target's
+  model as the app's, src/androidTest/assets as the test's) and runs them all in one JVM.
+
+The stand-in is compiled once per session and every target's loader and test in one kotlinc
+call. The classic Interpreter API (mobile.android.api: interpreter) cannot run here: neither
+PyPI nor Debian ships TensorFlow Lite's JNI or a C library for it, so it is compiled only.
+Without a JDK, the Kotlin compiler, the Debian jars or libLiteRt these tests skip, naming what to
+install; under CI=true they fail instead.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from mobile_builds import SPECS, Spec, signature
+from mobile_builds import litert_lib, mobile_targets  # noqa: F401  (fixtures used below)
+from test_loaders_compile import API, Kotlin, Result, kotlinc, require, run
+from test_loaders_compile import kotlin  # noqa: F401  (fixture used below)
+
+pytestmark = pytest.mark.slow
+
+LAUNCHER = Path(__file__).resolve().parent / "fixtures" / "android_jvm"
+DEBIAN_JARS = Path("/usr/share/java")
+# Debian package: jar. The jar names are the packages' unversioned links.
+JARS = {"junit4": "junit4.jar", "libhamcrest-java": "hamcrest.jar",
+        "libandroid-json-java": "com.android.json.jar"}
+FOREIGN = ["--add-modules", "jdk.incubator.foreign"]
+
+
+@dataclass(frozen=True)
+class Jvm:
+    """Everything a run needs: the JDK tools, the classpath of the stand-ins and the Debian jars,
+    and the runtime library."""
+    kotlin: Kotlin
+    classpath: list[Path]
+    library: Path
+
+    def launch(self, triples: list[tuple[str, Path, Path]]) -> Result:
+        """Run the launcher over (test class, app assets, test assets) triples."""
+        args = [str(part) for triple in triples for part in triple]
+        return run([self.kotlin.java, *FOREIGN, "--enable-native-access=ALL-UNNAMED",
+                    "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", f"-Dlitert.library={self.library}",
+                    "-cp", classpath(self.classpath), "tfbuildjvm.RunInstrumented", *args])
+
+
+def classpath(paths: list[Path]) -> str:
+    return ":".join(str(p) for p in paths)
+
+
+def debian_jars() -> list[Path]:
+    missing = [package for package, jar in JARS.items() if not (DEBIAN_JARS / jar).is_file()]
+    require("JUnit 4, hamcrest and org.json", not missing,
+            f"apt-get install -y {' '.join(missing)} (jars in {DEBIAN_JARS})")
+    return [DEBIAN_JARS / jar for jar in JARS.values()]
+
+
+@pytest.fixture(scope="session")
+def jvm(kotlin, litert_lib, tmp_path_factory) -> Jvm:
+    """The stand-ins compiled once: the C bridge (javac, with the foreign API), the Android and
+    AndroidX stand-ins and the launcher against Debian's JUnit, then LiteRT's Kotlin API."""
+    jars = debian_jars()
+    root = tmp_path_factory.mktemp("android-jvm")
+    java_out, kotlin_out = root / "java", root / "kotlin"
+    java_sources = [*sorted((API / "ffi").rglob("*.java")), *sorted(LAUNCHER.rglob("*.java")),
+                    *(p for folder in ("android", "androidx") for p in sorted((API / "java" / folder).rglob("*.java")))]
+    run([kotlin.javac, "--release", "17", *FOREIGN, "-nowarn", "-Xlint:-options", "-cp", classpath(jars),
+         "-d", java_out, *java_sources]).check("the JVM stand-ins (Java)")
+    kotlinc(kotlin, sorted((API / "kotlin").rglob("*.kt")), [java_out, *jars], kotlin_out,
+            "litert").check("the LiteRT Kotlin stand-in")
+    return Jvm(kotlin, [kotlin.stdlib, java_out, kotlin_out, *jars], litert_lib)
+
+
+# ------------------------------------------------------------------------------ the loaders
+
+def instrumented_class(spec: Spec) -> str:
+    return f"com.example.{spec.name.lower()}.{spec.name}Test"
+
+
+def triple(spec: Spec, target: Path) -> tuple[str, Path, Path]:
+    """The target's folder holds the model (the app's asset); the test's assets are generated."""
+    return instrumented_class(spec), target, target / "android" / "src" / "androidTest" / "assets"
+
+
+@pytest.fixture(scope="module")
+def loaders(jvm, mobile_targets, tmp_path_factory) -> Jvm:
+    """Every target's loader and instrumented test, compiled in one kotlinc call; the Jvm to
+    run them with."""
+    sources = sorted(p for target in mobile_targets.values()
+                     for p in (target / "android" / "src").rglob("*.kt"))
+    out = tmp_path_factory.mktemp("android-loaders")
+    kotlinc(jvm.kotlin, sources, jvm.classpath, out, "loaders").check("the generated Android loaders and tests")
+    return Jvm(jvm.kotlin, [*jvm.classpath, out], jvm.library)
+
+
+@pytest.fixture(scope="module")
+def outcomes(loaders, mobile_targets) -> dict[str, str]:
+    """{test class: the launcher's PASS/FAIL line}, from one JVM for every target."""
+    result = loaders.launch([triple(spec, mobile_targets[spec.name]) for spec in SPECS])
+    lines = {m[2]: m[0] for m in re.finditer(r"^(PASS|FAIL) (\S+?)(?::| \().*$", result.output, re.M)}
+    assert set(lines) == {instrumented_class(spec) for spec in SPECS}, result.output
+    return lines
+
+
+def test_the_spread_covers_what_it_claims(mobile_targets):
+    tensors = {name: signature(t)["inputs"] + signature(t)["outputs"] for name, t in mobile_targets.items()}
+    dtypes = {t["dtype"] for ts in tensors.values() for t in ts}
+    assert {"float32", "int8", "uint8", "int32", "int64", "bool"} <= dtypes
+    assert {t["dtype"] for t in signature(mobile_targets["ClfInt8Float"])["inputs"]} == {"float32"}
+    heads = signature(mobile_targets["TwoHeadsUint8"])
+    assert len(heads["inputs"]) == len(heads["outputs"]) == 2
+    assert any(-1 in t["shape_signature"] for t in signature(mobile_targets["Frames"])["inputs"])
+    reports = {name: json.loads((t / "report.json").read_text()) for name, t in mobile_targets.items()}
+    assert reports["ClfFp16"].get("metadata") and not reports["ClfFp32"].get("metadata")
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda spec: spec.name)
+def test_generated_android_loader_passes_its_golden_test(outcomes, spec):
+    line = outcomes[instrumented_class(spec)]
+    assert line.startswith("PASS"), line
+
+
+def test_a_planted_wrong_golden_value_fails(loaders, mobile_targets, tmp_path):
+    # The int8 target's golden assets with one expected output of sample 0 moved by ten
+    # quantization steps: the same compiled test must now fail, naming the place.
+    spec = next(s for s in SPECS if s.name == "ClfInt8")
+    name, app, assets = triple(spec, mobile_targets[spec.name])
+    planted = shutil.copytree(assets, tmp_path / "assets")
+    golden_file = next(planted.glob("*_golden.json"))
+    golden = json.loads(golden_file.read_text())
+    output = signature(mobile_targets[spec.name])["outputs"][0]["name"]
+    golden["outputs"][output][0][2] += 10
+    golden_file.write_text(json.dumps(golden))
+    result = loaders.launch([(name, app, planted)])
+    assert not result.ok, result.output
+    assert re.search(rf"FAIL {re.escape(name)}: .*output {re.escape(output)}, sample 0, index 2: expected",
+                     result.output), result.output
