@@ -35,8 +35,8 @@ import pytest
 
 from mobile_builds import SPECS, Spec, signature
 from mobile_builds import litert_lib, mobile_targets  # noqa: F401  (fixtures used below)
-from test_loaders_compile import API, Kotlin, Result, kotlinc, require, run
-from test_loaders_compile import kotlin  # noqa: F401  (fixture used below)
+from test_loaders_compile import API, FOREIGN_API, Kotlin, Result, kotlinc, require, run
+from test_loaders_compile import android_api, kotlin  # noqa: F401  (fixtures used below)
 
 pytestmark = pytest.mark.slow
 
@@ -45,7 +45,6 @@ DEBIAN_JARS = Path("/usr/share/java")
 # Debian package: jar. The jar names are the packages' unversioned links.
 JARS = {"junit4": "junit4.jar", "libhamcrest-java": "hamcrest.jar",
         "libandroid-json-java": "com.android.json.jar"}
-FOREIGN = ["--add-modules", "jdk.incubator.foreign"]
 
 
 @dataclass(frozen=True)
@@ -59,7 +58,7 @@ class Jvm:
     def launch(self, triples: list[tuple[str, Path, Path]]) -> Result:
         """Run the launcher over (test class, app assets, test assets) triples."""
         args = [str(part) for triple in triples for part in triple]
-        return run([self.kotlin.java, *FOREIGN, "--enable-native-access=ALL-UNNAMED",
+        return run([self.kotlin.java, *FOREIGN_API, "--enable-native-access=ALL-UNNAMED",
                     "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", f"-Dlitert.library={self.library}",
                     "-cp", classpath(self.classpath), "tfbuildjvm.RunInstrumented", *args])
 
@@ -76,19 +75,18 @@ def debian_jars() -> list[Path]:
 
 
 @pytest.fixture(scope="session")
-def jvm(kotlin, litert_lib, tmp_path_factory) -> Jvm:
-    """The stand-ins compiled once: the C bridge (javac, with the foreign API), the Android and
-    AndroidX stand-ins and the launcher against Debian's JUnit, then LiteRT's Kotlin API."""
+def jvm(kotlin, android_api, litert_lib, tmp_path_factory) -> Jvm:
+    """What test_loaders_compile compiled (the C bridge, LiteRT's Kotlin stand-in), and the
+    Android and AndroidX stand-ins with the launcher compiled again against Debian's JUnit
+    instead of the JUnit and org.json stubs, which must not be on a running classpath."""
     jars = debian_jars()
-    root = tmp_path_factory.mktemp("android-jvm")
-    java_out, kotlin_out = root / "java", root / "kotlin"
-    java_sources = [*sorted((API / "ffi").rglob("*.java")), *sorted(LAUNCHER.rglob("*.java")),
-                    *(p for folder in ("android", "androidx") for p in sorted((API / "java" / folder).rglob("*.java")))]
-    run([kotlin.javac, "--release", "17", *FOREIGN, "-nowarn", "-Xlint:-options", "-cp", classpath(jars),
-         "-d", java_out, *java_sources]).check("the JVM stand-ins (Java)")
-    kotlinc(kotlin, sorted((API / "kotlin").rglob("*.kt")), [java_out, *jars], kotlin_out,
-            "litert").check("the LiteRT Kotlin stand-in")
-    return Jvm(kotlin, [kotlin.stdlib, java_out, kotlin_out, *jars], litert_lib)
+    _stubs, *litert = android_api  # [Java stubs, C bridge, Kotlin stand-in]
+    out = tmp_path_factory.mktemp("android-jvm")
+    sources = [*sorted(LAUNCHER.rglob("*.java")),
+               *(p for folder in ("android", "androidx") for p in sorted((API / "java" / folder).rglob("*.java")))]
+    run([kotlin.javac, "--release", "17", "-nowarn", "-cp", classpath(jars), "-d", out, *sources]).check(
+        "the Android stand-ins and the launcher")
+    return Jvm(kotlin, [kotlin.stdlib, out, *litert, *jars], litert_lib)
 
 
 # ------------------------------------------------------------------------------ the loaders
