@@ -11,6 +11,8 @@ the two platforms test the very same .tflite files and golden vectors.
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +20,9 @@ import numpy as np
 import pytest
 
 from models import FACTORIES, dense_classifier, features
+from tfbuild.codegen import VERSIONS
+
+STAND_IN = Path(__file__).resolve().parent / "fixtures" / "litert_swift"
 
 # Inputs the shared factories lack: int32 token ids, and int64 ids with a bool mask.
 EXTRA_FACTORIES = """
@@ -65,7 +70,38 @@ SPECS = [
 ]
 
 
-def write_project(project) -> None:
+@dataclass(frozen=True)
+class Repository:
+    """A git copy of LiteRT's Swift stand-in, and the commit the recipes pin."""
+    path: Path
+    commit: str
+
+
+def git(folder: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(folder), "-c", "user.name=tfbuild-tests",
+                           "-c", "user.email=tests@tfbuild.invalid", *args],
+                          check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture(scope="session")
+def litert_swift_repo(tmp_path_factory) -> Repository:
+    """The stand-in as SwiftPM fetches a package: a git repository, named LiteRT so its identity
+    is the real one's, tagged with the release too (so that a version requirement would find
+    it, and fail only on the unsafe flags). The generated packages pin its commit, as the
+    default pins v2.2.0's: no commit of ours can have upstream's hash."""
+    from test_loaders_compile import require
+
+    require("git", shutil.which("git"), "install git (SwiftPM fetches LiteRT's stand-in with it)")
+    repository = tmp_path_factory.mktemp("litert-swift") / "LiteRT"
+    shutil.copytree(STAND_IN, repository)
+    git(repository, "init", "-q")
+    git(repository, "add", "-A")
+    git(repository, "commit", "-q", "-m", "LiteRT stand-in")
+    git(repository, "tag", VERSIONS["litert_swift"])
+    return Repository(repository, git(repository, "rev-parse", "HEAD"))
+
+
+def write_project(project, litert_commit: str) -> None:
     """Models, data and one recipe per Spec, each with both platforms' default APIs."""
     dense_classifier(project.path("models/clf.keras"))
     x = features()
@@ -82,10 +118,10 @@ def write_project(project) -> None:
     project.save_arrays("data/frames.npz", frames=rng.random((8, 9, 4), dtype=np.float32))
     project.write("data/labels.txt", "zero\none\ntwo\nthree\n")
     for spec in SPECS:
-        project.recipe(spec.name.lower(), recipe_text(spec))
+        project.recipe(spec.name.lower(), recipe_text(spec, litert_commit))
 
 
-def recipe_text(spec: Spec) -> str:
+def recipe_text(spec: Spec, litert_commit: str) -> str:
     labels = "  labels: data/labels.txt\n" if spec.labels else ""
     metadata = "metadata: {author: tfbuild tests, license: Apache-2.0}\n" if spec.metadata else ""
     return f"""\
@@ -95,17 +131,17 @@ data: {{calibration: {spec.data}, evaluation: {spec.data}}}
 targets: {{t: {spec.target}}}
 {metadata}mobile:
   android: {{package: com.example.{spec.name.lower()}, class_name: {spec.name}}}
-  ios: {{class_name: {spec.name}}}
+  ios: {{class_name: {spec.name}, litert: {{revision: {litert_commit}}}}}
 {labels}"""
 
 
 @pytest.fixture(scope="session")
-def mobile_targets(tmp_path_factory) -> dict[str, Path]:
+def mobile_targets(litert_swift_repo, tmp_path_factory) -> dict[str, Path]:
     """Every Spec built by tfbuild: {class name: its target's folder}."""
     from conftest import Project
 
     project = Project(tmp_path_factory.mktemp("mobile-builds") / "proj")
-    write_project(project)
+    write_project(project, litert_swift_repo.commit)
     result = project.run("-j2")
     assert result.code == 0, result.text
     return {spec.name: project.path(f"build/{spec.name.lower()}/t") for spec in SPECS}

@@ -21,21 +21,20 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from mobile_builds import SPECS, signature as target_signature
-from mobile_builds import litert_lib, mobile_targets  # noqa: F401  (fixtures used below)
-from test_loaders_compile import Result, require, run
+from mobile_builds import litert_lib, litert_swift_repo, mobile_targets  # noqa: F401  (fixtures used below)
+from test_codegen import make_ctx, tensor
+from test_loaders_compile import Result, break_template, require, run, write_files
 from test_loaders_compile import swiftc, xctest  # noqa: F401  (fixtures used below)
-from tfbuild.codegen import VERSIONS, camel
+from tfbuild.codegen import VERSIONS, camel, render_loaders
 
 pytestmark = pytest.mark.slow
 
-STAND_IN = Path(__file__).resolve().parent / "fixtures" / "litert_swift"
 LITERT_URL = "https://github.com/google-ai-edge/LiteRT"
 
 # ------------------------------------------------------------------------------ toolchain
@@ -57,30 +56,19 @@ class SwiftPM:
     lib: Path
 
     def test(self, package: Path) -> Result:
-        return run([self.swift, "test", "-j", "2", "--package-path", package,
-                    "--config-path", self.config, "--scratch-path", self.scratch,
+        return self.swiftpm("test", package, self.scratch)
+
+    def build(self, package: Path, scratch: Path) -> Result:
+        """`swift build` in a scratch folder of its own (the shared one holds the mirror's
+        checkout; a package taking LiteRT from elsewhere must not disturb it)."""
+        return self.swiftpm("build", package, scratch)
+
+    def swiftpm(self, command: str, package: Path, scratch: Path) -> Result:
+        return run([self.swift, command, "-j", "2", "--package-path", package,
+                    "--config-path", self.config, "--scratch-path", scratch,
                     "--cache-path", self.cache, "--disable-dependency-cache",
                     "--manifest-cache", "local",
                     "-Xlinker", f"-L{self.lib}", "-Xlinker", "-rpath", "-Xlinker", self.lib])
-
-
-def git(folder: Path, *args: str) -> None:
-    subprocess.run(["git", "-C", str(folder), "-c", "user.name=tfbuild-tests",
-                    "-c", "user.email=tests@tfbuild.invalid", *args],
-                   check=True, capture_output=True, text=True)
-
-
-def stand_in_repository(root: Path) -> Path:
-    """A git copy of the stand-in tagged with the version the loaders require: SwiftPM resolves
-    mirrors as source control. The folder is named LiteRT, so the package's identity is the
-    same as the real one's (`litert`)."""
-    repository = root / "LiteRT"
-    shutil.copytree(STAND_IN, repository)
-    git(repository, "init", "-q")
-    git(repository, "add", "-A")
-    git(repository, "commit", "-q", "-m", "LiteRT stand-in")
-    git(repository, "tag", VERSIONS["litert_swift"])
-    return repository
 
 
 def mirror_configuration(swift: str, root: Path, repository: Path) -> Path:
@@ -98,10 +86,9 @@ def mirror_configuration(swift: str, root: Path, repository: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def swiftpm(swift, xctest, litert_lib, tmp_path_factory) -> SwiftPM:
-    require("git", shutil.which("git"), "install git (SwiftPM resolves the LiteRT mirror with it)")
+def swiftpm(swift, xctest, litert_lib, litert_swift_repo, tmp_path_factory) -> SwiftPM:
     root = tmp_path_factory.mktemp("swiftpm")
-    config = mirror_configuration(swift, root, stand_in_repository(root))
+    config = mirror_configuration(swift, root, litert_swift_repo.path)
     return SwiftPM(swift, config, root / "scratch", root / "cache", litert_lib.parent)
 
 
@@ -117,7 +104,7 @@ def signature(package: Path) -> dict:
     return target_signature(package.parent)
 
 
-def test_the_spread_covers_what_it_claims(packages):
+def test_the_spread_covers_what_it_claims(packages, litert_swift_repo):
     tensors = {name: signature(p)["inputs"] + signature(p)["outputs"] for name, p in packages.items()}
     dtypes = {name: {t["dtype"] for t in ts} for name, ts in tensors.items()}
     assert dtypes["ClfInt8"] == {"int8"} and dtypes["ClfUint8"] == {"uint8"}
@@ -128,7 +115,9 @@ def test_the_spread_covers_what_it_claims(packages):
     assert all(t["quantization"] for t in heads["inputs"] + heads["outputs"])
     for package in packages.values():
         manifest = (package / "Package.swift").read_text()
-        assert f'.package(url: "{LITERT_URL}", from: "{VERSIONS["litert_swift"]}")' in manifest
+        # Pinned by the recipe to the stand-in's commit (mobile.ios.litert.revision), never a version.
+        assert f'.package(url: "{LITERT_URL}", revision: "{litert_swift_repo.commit}")' in manifest
+        assert not re.search(r"\.package\([^)]*\b(from|exact):", manifest), manifest
         assert (package / "Tests").is_dir()
 
 
@@ -179,3 +168,41 @@ def test_a_planted_error_fails_the_package_test(swiftpm, packages, tmp_path, pla
     result = swiftpm.test(package)
     assert not result.ok, result.output
     assert re.search(failure, result.output), result.output
+
+
+# ------------------------------------------------------------------------------ resolving LiteRT
+
+def rendered_package(root: Path, litert: dict | None = None, template_dirs: list[Path] | None = None) -> Path:
+    """A small compiled_model package (no golden test) rendered by tfbuild, taking LiteRT as
+    `mobile.ios.litert` says (None: the default)."""
+    ctx = make_ctx([tensor("x", [1, 2])], [tensor("y", [1, 2])], golden=False, android=None,
+                   ios={"class_name": "Pinned", "api": "compiled_model", "delegates": [], "litert": litert})
+    write_files(root, render_loaders(ctx, template_dirs))
+    return root / "ios"
+
+
+def test_the_default_manifest_pins_the_release_commit(tmp_path):
+    manifest = (rendered_package(tmp_path) / "Package.swift").read_text()
+    assert (f'.package(url: "{LITERT_URL}", revision: "{VERSIONS["litert_swift_revision"]}")'
+            in manifest), manifest
+    assert 'package: "LiteRT")' in manifest
+
+
+def test_a_version_requirement_fails_against_a_manifest_as_strict_as_upstreams(swiftpm, tmp_path):
+    # The stand-in declares an unsafe linker flag as LiteRT does, and is tagged 2.2.0: the
+    # manifest tfbuild generated, with its revision swapped for `from:`, must not build.
+    overrides = break_template(tmp_path / "templates", "ios/Package.swift.j2",
+                               ("revision: {{ ios.litert.revision|swift_string }}",
+                                'from: {{ versions.litert_swift|swift_string }}'))
+    package = rendered_package(tmp_path / "gen", template_dirs=[overrides])
+    assert f'from: "{VERSIONS["litert_swift"]}"' in (package / "Package.swift").read_text()
+    result = swiftpm.build(package, tmp_path / "scratch")
+    assert not result.ok, result.output
+    assert "the target 'LiteRT' in product 'LiteRT' contains unsafe build flags" in result.output
+
+
+def test_a_local_litert_checkout_builds(swiftpm, litert_swift_repo, tmp_path):
+    # mobile.ios.litert: {path}: a local package may carry unsafe flags.
+    package = rendered_package(tmp_path / "gen", {"path": str(litert_swift_repo.path)})
+    assert f'.package(path: "{litert_swift_repo.path}")' in (package / "Package.swift").read_text()
+    swiftpm.build(package, tmp_path / "scratch").check(f"swift build in {package}")
