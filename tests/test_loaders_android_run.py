@@ -95,29 +95,36 @@ def instrumented_class(spec: Spec) -> str:
     return f"com.example.{spec.name.lower()}.{spec.name}Test"
 
 
-def triple(spec: Spec, target: Path) -> tuple[str, Path, Path]:
-    """The target's folder holds the model (the app's asset); the test's assets are generated."""
-    return instrumented_class(spec), target, target / "android" / "src" / "androidTest" / "assets"
+def assets(target: Path) -> tuple[Path, Path]:
+    """(app assets, test assets) of a built target: its folder holds the model, the test's
+    assets are generated under android/."""
+    return target, target / "android" / "src" / "androidTest" / "assets"
 
 
-@pytest.fixture(scope="module")
-def loaders(jvm, mobile_targets, tmp_path_factory) -> Jvm:
-    """Every target's loader and instrumented test, compiled in one kotlinc call; the Jvm to
-    run them with."""
-    sources = sorted(p for target in mobile_targets.values()
-                     for p in (target / "android" / "src").rglob("*.kt"))
-    out = tmp_path_factory.mktemp("android-loaders")
+def compile_loaders(jvm: Jvm, targets: list[Path], out: Path) -> Jvm:
+    """The targets' Android loaders and instrumented tests, in one kotlinc call (their classes
+    must differ: one package per recipe); the Jvm that can run them."""
+    sources = sorted(p for target in targets for p in (target / "android" / "src").rglob("*.kt"))
     kotlinc(jvm.kotlin, sources, jvm.classpath, out, "loaders").check("the generated Android loaders and tests")
     return Jvm(jvm.kotlin, [*jvm.classpath, out], jvm.library)
 
 
+def run_instrumented(jvm: Jvm, targets: dict[str, Path]) -> dict[str, str]:
+    """{test class: the launcher's PASS/FAIL line} for {test class: target folder}, one JVM."""
+    result = jvm.launch([(name, *assets(target)) for name, target in targets.items()])
+    lines = {m[2]: m[0] for m in re.finditer(r"^(PASS|FAIL) (\S+?)(?::| \().*$", result.output, re.M)}
+    assert set(lines) == set(targets), result.output
+    return lines
+
+
+@pytest.fixture(scope="module")
+def loaders(jvm, mobile_targets, tmp_path_factory) -> Jvm:
+    return compile_loaders(jvm, list(mobile_targets.values()), tmp_path_factory.mktemp("android-loaders"))
+
+
 @pytest.fixture(scope="module")
 def outcomes(loaders, mobile_targets) -> dict[str, str]:
-    """{test class: the launcher's PASS/FAIL line}, from one JVM for every target."""
-    result = loaders.launch([triple(spec, mobile_targets[spec.name]) for spec in SPECS])
-    lines = {m[2]: m[0] for m in re.finditer(r"^(PASS|FAIL) (\S+?)(?::| \().*$", result.output, re.M)}
-    assert set(lines) == {instrumented_class(spec) for spec in SPECS}, result.output
-    return lines
+    return run_instrumented(loaders, {instrumented_class(spec): mobile_targets[spec.name] for spec in SPECS})
 
 
 def test_the_spread_covers_what_it_claims(mobile_targets):
@@ -142,8 +149,9 @@ def test_a_planted_wrong_golden_value_fails(loaders, mobile_targets, tmp_path):
     # The int8 target's golden assets with one expected output of sample 0 moved by ten
     # quantization steps: the same compiled test must now fail, naming the place.
     spec = next(s for s in SPECS if s.name == "ClfInt8")
-    name, app, assets = triple(spec, mobile_targets[spec.name])
-    planted = shutil.copytree(assets, tmp_path / "assets")
+    name = instrumented_class(spec)
+    app, test_assets = assets(mobile_targets[spec.name])
+    planted = shutil.copytree(test_assets, tmp_path / "assets")
     golden_file = next(planted.glob("*_golden.json"))
     golden = json.loads(golden_file.read_text())
     output = signature(mobile_targets[spec.name])["outputs"][0]["name"]
