@@ -34,7 +34,7 @@ from pathlib import Path
 import pytest
 
 from mobile_builds import SPECS, Spec, signature
-from mobile_builds import litert_lib, mobile_targets  # noqa: F401  (fixtures used below)
+from mobile_builds import litert_lib, litert_swift_repo, mobile_targets  # noqa: F401  (fixtures used below)
 from test_loaders_compile import API, FOREIGN_API, Kotlin, Result, kotlinc, require, run
 from test_loaders_compile import android_api, kotlin  # noqa: F401  (fixtures used below)
 
