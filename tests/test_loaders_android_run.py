@@ -10,7 +10,8 @@ slip or a buffer of the wrong size; running the golden test does. The pieces:
   JDK 17's incubator foreign-function API. The loaders compile against the same declarations in
   tests/test_loaders_compile.py.
 - Android's Context, AssetManager, Instrumentation and AndroidX Test's InstrumentationRegistry and
-  AndroidJUnit4 are the stand-ins in tests/fixtures/api/java, run as they are compiled there.
+  AndroidJUnit4 are the stand-ins in tests/fixtures/api/java, the same sources the compile test
+  compiles, here compiled against Debian's JUnit instead of the JUnit stubs.
 - JUnit 4, hamcrest and Android's own org.json come from Debian (junit4, libhamcrest-java,
   libandroid-json-java; .ci/run installs them).
 - tests/fixtures/android_jvm's launcher gives each test class its own assets (the target's
@@ -26,6 +27,7 @@ install; under CI=true they fail instead.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from dataclasses import dataclass
@@ -64,7 +66,7 @@ class Jvm:
 
 
 def classpath(paths: list[Path]) -> str:
-    return ":".join(str(p) for p in paths)
+    return os.pathsep.join(str(p) for p in paths)
 
 
 def debian_jars() -> list[Path]:
