@@ -240,9 +240,11 @@ def test_int8_io_embeds_exact_scale_and_zero_point():
     assert "((values[i].toInt() and 0xFF) - PROBS_ZERO_POINT) * PROBS_SCALE" in kt
     assert "IMAGE_ZERO_POINT, -128, 127).toByte()" in kt and "PROBS_ZERO_POINT, 0, 255)" in kt
     assert "Int(Int8(bitPattern: value)) - DigitsClassifier.imageZeroPoint" in sw
-    # The golden test allows one quantization step on quantized outputs; the Swift test compares
-    # them as real values: the loader's dequantized output against the model's (golden JSON).
-    assert "unsignedBytes(result.probs),\n                    1.0," in files[KT_TEST]
+    # Both golden tests compare quantized outputs as real values, within one step: the loader's
+    # dequantized output against the model's (golden JSON), so a wrong constant fails them.
+    assert "doubles(DigitsClassifier.dequantizeProbs(result.probs)),\n                    PROBS_STEP * QUANTIZED_STEPS," in files[KT_TEST]
+    assert "private const val PROBS_STEP = 1e-05f.toDouble()" in files[KT_TEST]
+    assert "model.runFloat(" in files[KT_TEST]
     assert "DigitsClassifierTests.doubles(DigitsClassifier.dequantizeProbs(result.probs))" in files[SW_TEST]
     assert "atol: 1e-05 * DigitsClassifierTests.quantizedSteps" in files[SW_TEST]
     assert "model.predictFloat(" in files[SW_TEST]

@@ -35,10 +35,11 @@ from pathlib import Path
 
 import pytest
 
-from mobile_builds import SPECS, Spec, signature
+from mobile_builds import SPECS, Spec, is_quantized, signature
 from mobile_builds import litert_lib, litert_swift_repo, mobile_targets  # noqa: F401  (fixtures used below)
 from test_loaders_compile import API, FOREIGN_API, Kotlin, Result, kotlinc, require, run
 from test_loaders_compile import android_api, kotlin  # noqa: F401  (fixtures used below)
+from tfbuild.codegen import identifier_words, screaming
 
 pytestmark = pytest.mark.slow
 
@@ -142,24 +143,51 @@ def test_the_spread_covers_what_it_claims(mobile_targets):
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda spec: spec.name)
-def test_generated_android_loader_passes_its_golden_test(outcomes, spec):
-    line = outcomes[instrumented_class(spec)]
-    assert line.startswith("PASS"), line
+def test_generated_android_loader_passes_its_golden_test(outcomes, mobile_targets, spec):
+    # One golden test, and a second one through runFloat when any tensor is quantized.
+    tests = 1 + is_quantized(mobile_targets[spec.name])
+    assert outcomes[instrumented_class(spec)] == f"PASS {instrumented_class(spec)} ({tests} tests)"
 
 
-def test_a_planted_wrong_golden_value_fails(loaders, mobile_targets, tmp_path):
-    # The int8 target's golden assets with one expected output of sample 0 moved by ten
-    # quantization steps: the same compiled test must now fail, naming the place.
-    spec = next(s for s in SPECS if s.name == "ClfInt8")
-    name = instrumented_class(spec)
-    app, test_assets = assets(mobile_targets[spec.name])
-    planted = shutil.copytree(test_assets, tmp_path / "assets")
+def plant_wrong_golden_value(target: Path, planted: Path, output: dict) -> Path:
+    """Move one expected real value of sample 0 by ten quantization steps in a copy of the
+    test's assets; return the assets folder to run with."""
+    _, test_assets = assets(target)
+    shutil.copytree(test_assets, planted)
     golden_file = next(planted.glob("*_golden.json"))
     golden = json.loads(golden_file.read_text())
-    output = signature(mobile_targets[spec.name])["outputs"][0]["name"]
-    golden["outputs"][output][0][2] += 10
+    golden["dequantized"]["outputs"][output["name"]][0][2] += 10 * output["quantization"]["scale"]
     golden_file.write_text(json.dumps(golden))
-    result = loaders.launch([(name, app, planted)])
+    return planted
+
+
+@pytest.fixture
+def int8_target(mobile_targets) -> tuple[str, Path, dict]:
+    """(test class, target folder, first output) of the int8 target the planted errors use."""
+    spec = next(s for s in SPECS if s.name == "ClfInt8")
+    target = mobile_targets[spec.name]
+    return instrumented_class(spec), target, signature(target)["outputs"][0]
+
+
+def test_a_planted_wrong_golden_value_fails(loaders, int8_target, tmp_path):
+    # The same compiled test with one expected value moved by ten steps must fail, naming it.
+    name, target, output = int8_target
+    planted = plant_wrong_golden_value(target, tmp_path / "assets", output)
+    result = loaders.launch([(name, target, planted)])
     assert not result.ok, result.output
-    assert re.search(rf"FAIL {re.escape(name)}: .*output {re.escape(output)}, sample 0, index 2: expected",
-                     result.output), result.output
+    assert re.search(rf"FAIL {re.escape(name)}: .*output {re.escape(output['name'])}, sample 0, index 2: "
+                     rf"expected", result.output), result.output
+
+
+def test_a_planted_wrong_loader_scale_fails(jvm, int8_target, tmp_path):
+    # The loader's output scale doubled, the slip no compiler sees, in a copy of the target.
+    name, target, output = int8_target
+    copy = shutil.copytree(target, tmp_path / "target")
+    loader = next((copy / "android" / "src" / "main").rglob("*.kt"))
+    constant = f"const val {screaming(identifier_words(output['name'], 'output'))}_SCALE = "
+    text = loader.read_text()
+    scale = re.search(re.escape(constant) + r"(\S+)\n", text)[1]
+    loader.write_text(text.replace(constant + scale, f"{constant}2 * {scale}"))
+    line = run_instrumented(compile_loaders(jvm, [copy], tmp_path / "classes"), {name: copy})[name]
+    assert re.match(rf"FAIL {re.escape(name)}: .*output {re.escape(output['name'])}, sample \d+, index \d+: "
+                    rf"expected", line), line
