@@ -240,9 +240,11 @@ def test_int8_io_embeds_exact_scale_and_zero_point():
     assert "((values[i].toInt() and 0xFF) - PROBS_ZERO_POINT) * PROBS_SCALE" in kt
     assert "IMAGE_ZERO_POINT, -128, 127).toByte()" in kt and "PROBS_ZERO_POINT, 0, 255)" in kt
     assert "Int(Int8(bitPattern: value)) - DigitsClassifier.imageZeroPoint" in sw
-    # The golden test allows one quantization step on quantized outputs; the Swift test compares
-    # them as real values: the loader's dequantized output against the model's (golden JSON).
-    assert "unsignedBytes(result.probs),\n                    1.0," in files[KT_TEST]
+    # Both golden tests compare quantized outputs as real values, within one step: the loader's
+    # dequantized output against the model's (golden JSON), so a wrong constant fails them.
+    assert "doubles(DigitsClassifier.dequantizeProbs(result.probs)),\n                    PROBS_STEP * QUANTIZED_STEPS," in files[KT_TEST]
+    assert "private const val PROBS_STEP = 1e-05f.toDouble()" in files[KT_TEST]
+    assert "model.runFloat(" in files[KT_TEST]
     assert "DigitsClassifierTests.doubles(DigitsClassifier.dequantizeProbs(result.probs))" in files[SW_TEST]
     assert "atol: 1e-05 * DigitsClassifierTests.quantizedSteps" in files[SW_TEST]
     assert "model.predictFloat(" in files[SW_TEST]
@@ -285,20 +287,27 @@ def test_dynamic_dims_resize_where_the_api_can():
     # Dynamic input: size is a multiple of 64 put in dimension 0, then the tensor is resized.
     assert "Support.resolveDims(IMAGE_SHAPE, 0, image.size, IMAGE_NAME)" in kt
     assert "this.interpreter.resizeInput(" in kt and "this.interpreter.allocateTensors()" in kt
-    assert "Support.resolveDims(DigitsClassifier.imageShape, dynamicDim: 0, count: image.count" in sw
+    assert "DigitsClassifier.resolveDims(DigitsClassifier.imageShape, dynamicDim: 0, count: image.count" in sw
     assert "try self.runner.resizeInput(named: name, toShape: Tensor.Shape(dims))" in sw
     # The static input keeps an exact element-count check.
     assert "require(scale.size == SCALE_ELEMENT_COUNT)" in kt
     assert "require(image.size == IMAGE_ELEMENT_COUNT)" not in kt
     assert "guard scale.count == DigitsClassifier.scaleElementCount" in sw
 
-    # The CompiledModel loaders do not resize: the converted shape is enforced exactly instead.
+    # LiteRT's Kotlin CompiledModel API cannot resize: the converted shape is enforced exactly,
+    # and the README says so. Its Swift API can (resizeInputTensor, v2.2.0): that loader resizes.
     compiled = render_loaders(make_ctx(ctx["inputs"], ctx["outputs"], api="compiled_model"))
     assert_all_parse(compiled)
     assert "require(image.size == IMAGE_ELEMENT_COUNT)" in compiled[KT_MAIN]
     assert "resize" not in compiled[KT_MAIN].replace("cannot resize", "")
-    assert "guard image.count == DigitsClassifier.imageElementCount" in compiled[SW_MAIN]
-    assert "resize" not in compiled[SW_MAIN].lower()
+    assert "cannot resize inputs: the loader takes exactly 64 values" in compiled["android/README.md"]
+    sw = compiled[SW_MAIN]
+    assert "guard image.count == DigitsClassifier.imageElementCount" not in sw
+    assert ("try self.resize(input: 0, to: DigitsClassifier.resolveDims(DigitsClassifier.imageShape, "
+            "dynamicDim: 0, count: image.count" in sw)
+    assert "try self.model.resizeInputTensor(inputIndex: self.inputOrder[position], dimensions: dims" in sw
+    assert "guard scale.count == DigitsClassifier.scaleElementCount" in sw
+    assert "resizes the compiled model (`resizeInputTensor`)" in compiled["ios/README.md"]
 
     # Without dynamic inputs, no resize machinery is generated at all.
     static = render_loaders(make_ctx([tensor("scale", [1])], [tensor("p", [1])], api="interpreter"))
@@ -416,10 +425,24 @@ def test_ios_apis_packages_and_dependencies():
     assert "import LiteRT\n" in compiled[SW_MAIN] and "TensorFlowLite" not in compiled[SW_MAIN]
     assert "try self.model.run(inputs: self.inputBuffers, outputs: self.outputBuffers" in compiled[SW_MAIN]
     manifest = compiled[SW_PACKAGE]
-    assert '.package(url: "https://github.com/google-ai-edge/LiteRT", from: "2.2.0")' in manifest
+    # Pinned to v2.2.0's commit: SwiftPM refuses LiteRT's unsafe flags from a version requirement.
+    assert ('.package(url: "https://github.com/google-ai-edge/LiteRT", '
+            'revision: "145c7523ff08d5e57ab5c582141775eea47da9c7")') in manifest
     assert '.product(name: "LiteRT", package: "LiteRT")' in manifest
     assert '.copy("digits_int8_golden.json"), .copy("model.tflite")' in manifest
-    assert "from: \"2.2.0\")" in compiled["ios/README.md"] and "pod '" not in compiled["ios/README.md"]
+    readme = compiled["ios/README.md"]
+    assert "bazel build //litert/swift:CLiteRT" in readme and "pod '" not in readme
+    assert "at commit `145c7523ff08d5e57ab5c582141775eea47da9c7`" in readme
+    # A fork by URL and revision, or a local checkout: the package identity follows the name.
+    fork = render_loaders(make_ctx(ctx["inputs"], ctx["outputs"], ios=dict(
+        ctx["ios"], api="compiled_model", delegates=[],
+        litert={"url": "https://example.com/me/litert-fork.git", "revision": "a" * 40})))[SW_PACKAGE]
+    assert '.package(url: "https://example.com/me/litert-fork.git", revision: "' + "a" * 40 + '")' in fork
+    assert '.product(name: "LiteRT", package: "litert-fork")' in fork
+    local = render_loaders(make_ctx(ctx["inputs"], ctx["outputs"], ios=dict(
+        ctx["ios"], api="compiled_model", delegates=[], litert={"path": "../../../../LiteRT"})))
+    assert '.package(path: "../../../../LiteRT"),' in local[SW_PACKAGE] and "revision:" not in local[SW_PACKAGE]
+    assert "the local checkout `../../../../LiteRT`" in local["ios/README.md"]
     assert "ships no Flex" in compiled["ios/README.md"]
     # interpreter: TensorFlowLiteSwift from CocoaPods; the manifest declares no dependency.
     assert "import TensorFlowLite\n" in interp[SW_MAIN] and "CoreMLDelegate()" in interp[SW_MAIN]

@@ -8,18 +8,28 @@ import shutil
 import pytest
 
 from conftest import REPO, Project
+from mobile_builds import litert_lib  # noqa: F401  (fixture used below)
+from test_loaders_android_run import compile_loaders, jvm, run_instrumented  # noqa: F401  (jvm: a fixture)
+from test_loaders_compile import android_api, kotlin  # noqa: F401  (fixtures used below)
 from test_loaders_e2e import assert_constants_match
 
 pytestmark = pytest.mark.slow
 
 
-def test_shipped_examples_build_and_int8_digits_keeps_accuracy(tmp_path):
-    root = tmp_path / "repo"
+@pytest.fixture(scope="module")
+def examples(tmp_path_factory) -> Project:
+    """The repository's recipes and examples, built in a copy."""
+    root = tmp_path_factory.mktemp("examples") / "repo"
     for folder in ("recipes", "examples"):
         shutil.copytree(REPO / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
     project = Project(root)
     result = project.run("-j2")
     assert result.code == 0, result.text
+    return project
+
+
+def test_shipped_examples_build_and_int8_digits_keeps_accuracy(examples):
+    project, root = examples, examples.root
     reports = {p.parent.name: json.loads(p.read_text()) for p in (root / "build/digits").glob("*/report.json")}
     assert set(reports) == {"fp32", "fp16", "dynamic", "int8"}
     accuracy = reports["int8"]["metrics"]["accuracy"]
@@ -34,3 +44,17 @@ def test_shipped_examples_build_and_int8_digits_keeps_accuracy(tmp_path):
     report = project.run("report")
     assert report.code == 0 and "<svg" in (root / "build/report.html").read_text()
 
+
+
+def test_shipped_examples_android_loaders_pass_their_golden_tests(examples, jvm, tmp_path):
+    # Every shipped target's Android loader runs its instrumented test on the JVM against
+    # LiteRT's runtime (tests/test_loaders_android_run.py); a recipe's targets share one class
+    # name, so each target is compiled on its own, and the targets run one JVM per recipe target.
+    targets = sorted(p.parent for p in examples.root.glob("build/*/*/android"))
+    assert {t.parent.name for t in targets} == {"digits", "scenes"}
+    for target in targets:
+        classes = compile_loaders(jvm, [target], tmp_path / target.parent.name / target.name)
+        test = next((target / "android" / "src" / "androidTest" / "kotlin").rglob("*Test.kt"))
+        name = ".".join(test.relative_to(target / "android" / "src" / "androidTest" / "kotlin").with_suffix("").parts)
+        line = run_instrumented(classes, {name: target})[name]
+        assert line.startswith("PASS"), f"{target}: {line}"

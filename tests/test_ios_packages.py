@@ -1,8 +1,8 @@
 """The generated iOS packages run: `swift test` on each, against LiteRT's real runtime.
 
-tfbuild builds a spread of small Keras models for real (float32, float16, dynamic range, int8
-with int8 and with uint8 edges, two inputs and two outputs, an int32 input), and each target's
-`ios/` folder is tested as the Swift package it is, with nothing edited: its XCTest loads the
+tfbuild builds the spread of small Keras models in tests/mobile_builds.py for real (shared with
+the Android run: every dtype the loaders take, quantized and not, metadata, a dynamic axis), and
+each target's `ios/` folder is tested as the Swift package it is, with nothing edited: its XCTest loads the
 model and the golden vectors through Bundle.module and compares every output.
 
 The loaders `import LiteRT`, LiteRT's Swift package, whose binaries are Apple xcframeworks. Here
@@ -21,79 +21,21 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from models import FACTORIES, dense_classifier, features
-from test_loaders_compile import Result, require, run
+from mobile_builds import SPECS, signature as target_signature
+from mobile_builds import litert_lib, litert_swift_repo, mobile_targets  # noqa: F401  (fixtures used below)
+from test_codegen import make_ctx, tensor
+from test_loaders_compile import Result, break_template, require, run, write_files
 from test_loaders_compile import swiftc, xctest  # noqa: F401  (fixtures used below)
-from tfbuild.codegen import VERSIONS, camel
+from tfbuild.codegen import VERSIONS, camel, render_loaders
 
 pytestmark = pytest.mark.slow
 
-STAND_IN = Path(__file__).resolve().parent / "fixtures" / "litert_swift"
 LITERT_URL = "https://github.com/google-ai-edge/LiteRT"
-
-# An int32 input (token ids through an embedding), beside the shared factories.
-TOKENS_FACTORY = """
-
-def tokens():
-    keras.utils.set_random_seed(0)
-    ids = keras.Input((6,), dtype="int32", name="ids")
-    h = keras.layers.Flatten()(keras.layers.Embedding(10, 4)(ids))
-    return keras.Model(ids, keras.layers.Dense(3, name="logits")(h))
-"""
-
-
-@dataclass(frozen=True)
-class Spec:
-    """One recipe with one target: its loader class, model source, data and target settings."""
-    name: str  # the iOS class; distinct per package, so the shared build folder never mixes them
-    source: str
-    data: str
-    target: str
-    labels: bool = False
-
-
-SPECS = [
-    Spec("ClfFp32", "models/clf.keras", "data/clf.npz", "{}", labels=True),
-    Spec("ClfFp16", "models/clf.keras", "data/clf.npz", "{quantize: float16}"),
-    Spec("ClfDynamic", "models/clf.keras", "data/clf.npz", "{quantize: dynamic}"),
-    Spec("ClfInt8", "models/clf.keras", "data/clf.npz", "{quantize: int8, io: int8}", labels=True),
-    Spec("ClfUint8", "models/clf.keras", "data/clf.npz", "{quantize: int8, io: uint8}"),
-    Spec("TwoHeads", "py:factories:two_in_two_out", "data/heads.npz", "{}"),
-    Spec("TwoHeadsUint8", "py:factories:two_in_two_out", "data/heads.npz",
-         "{quantize: int8, io: uint8}"),
-    Spec("Tokens", "py:factories:tokens", "data/tokens.npz", "{}"),
-]
-
-
-def write_project(project) -> None:
-    """Models, data and one recipe per Spec (target `t`), with the default iOS api."""
-    dense_classifier(project.path("models/clf.keras"))
-    x = features()
-    project.save_arrays("data/clf.npz", features=x, labels=np.arange(len(x)) % 4)
-    project.write("factories.py", FACTORIES + TOKENS_FACTORY)
-    rng = np.random.default_rng(0)
-    project.save_arrays("data/heads.npz", left=rng.random((16, 5), dtype=np.float32),
-                        right=rng.random((16, 3), dtype=np.float32))
-    project.save_arrays("data/tokens.npz", ids=rng.integers(0, 10, (16, 6), dtype=np.int32))
-    project.write("data/labels.txt", "zero\none\ntwo\nthree\n")
-    for spec in SPECS:
-        labels = "  labels: data/labels.txt\n" if spec.labels else ""
-        project.recipe(spec.name.lower(), f"""\
-tfbuild: 1
-model: {{source: '{spec.source}'}}
-data: {{calibration: {spec.data}, evaluation: {spec.data}}}
-targets: {{t: {spec.target}}}
-mobile:
-  ios: {{class_name: {spec.name}}}
-{labels}""")
-
 
 # ------------------------------------------------------------------------------ toolchain
 
@@ -101,17 +43,6 @@ mobile:
 def swift() -> str:
     return require("swift", shutil.which("swift"),
                    "install a Swift toolchain (swift.org) with Foundation and XCTest")
-
-
-@pytest.fixture(scope="session")
-def litert_lib() -> Path:
-    """The folder of the wheel's libLiteRt, whose C API the stand-in package calls."""
-    import ai_edge_litert
-
-    folder = Path(ai_edge_litert.__file__).parent
-    found = any((folder / name).is_file() for name in ("libLiteRt.so", "libLiteRt.dylib"))
-    return require("libLiteRt", found and folder,
-                   f"the ai-edge-litert wheel has no libLiteRt in {folder} (pip install ai-edge-litert)")
 
 
 @dataclass(frozen=True)
@@ -125,30 +56,19 @@ class SwiftPM:
     lib: Path
 
     def test(self, package: Path) -> Result:
-        return run([self.swift, "test", "-j", "2", "--package-path", package,
-                    "--config-path", self.config, "--scratch-path", self.scratch,
+        return self.swiftpm("test", package, self.scratch)
+
+    def build(self, package: Path, scratch: Path) -> Result:
+        """`swift build` in a scratch folder of its own (the shared one holds the mirror's
+        checkout; a package taking LiteRT from elsewhere must not disturb it)."""
+        return self.swiftpm("build", package, scratch)
+
+    def swiftpm(self, command: str, package: Path, scratch: Path) -> Result:
+        return run([self.swift, command, "-j", "2", "--package-path", package,
+                    "--config-path", self.config, "--scratch-path", scratch,
                     "--cache-path", self.cache, "--disable-dependency-cache",
                     "--manifest-cache", "local",
                     "-Xlinker", f"-L{self.lib}", "-Xlinker", "-rpath", "-Xlinker", self.lib])
-
-
-def git(folder: Path, *args: str) -> None:
-    subprocess.run(["git", "-C", str(folder), "-c", "user.name=tfbuild-tests",
-                    "-c", "user.email=tests@tfbuild.invalid", *args],
-                   check=True, capture_output=True, text=True)
-
-
-def stand_in_repository(root: Path) -> Path:
-    """A git copy of the stand-in tagged with the version the loaders require: SwiftPM resolves
-    mirrors as source control. The folder is named LiteRT, so the package's identity is the
-    same as the real one's (`litert`)."""
-    repository = root / "LiteRT"
-    shutil.copytree(STAND_IN, repository)
-    git(repository, "init", "-q")
-    git(repository, "add", "-A")
-    git(repository, "commit", "-q", "-m", "LiteRT stand-in")
-    git(repository, "tag", VERSIONS["litert_swift"])
-    return repository
 
 
 def mirror_configuration(swift: str, root: Path, repository: Path) -> Path:
@@ -166,32 +86,25 @@ def mirror_configuration(swift: str, root: Path, repository: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def swiftpm(swift, xctest, litert_lib, tmp_path_factory) -> SwiftPM:
-    require("git", shutil.which("git"), "install git (SwiftPM resolves the LiteRT mirror with it)")
+def swiftpm(swift, xctest, litert_lib, litert_swift_repo, tmp_path_factory) -> SwiftPM:
     root = tmp_path_factory.mktemp("swiftpm")
-    config = mirror_configuration(swift, root, stand_in_repository(root))
-    return SwiftPM(swift, config, root / "scratch", root / "cache", litert_lib)
+    config = mirror_configuration(swift, root, litert_swift_repo.path)
+    return SwiftPM(swift, config, root / "scratch", root / "cache", litert_lib.parent)
 
 
 # ------------------------------------------------------------------------------ the packages
 
 @pytest.fixture(scope="module")
-def packages(tmp_path_factory) -> dict[str, Path]:
-    """Every Spec built by tfbuild: {class name: its target's ios/ folder}."""
-    from conftest import Project
-
-    project = Project(tmp_path_factory.mktemp("ios-packages") / "proj")
-    write_project(project)
-    result = project.run("-j2")
-    assert result.code == 0, result.text
-    return {spec.name: project.path(f"build/{spec.name.lower()}/t/ios") for spec in SPECS}
+def packages(mobile_targets) -> dict[str, Path]:
+    """Every shared target's ios/ folder, by class name."""
+    return {name: target / "ios" for name, target in mobile_targets.items()}
 
 
 def signature(package: Path) -> dict:
-    return json.loads((package.parent / "report.json").read_text())["signature"]
+    return target_signature(package.parent)
 
 
-def test_the_spread_covers_what_it_claims(packages):
+def test_the_spread_covers_what_it_claims(packages, litert_swift_repo):
     tensors = {name: signature(p)["inputs"] + signature(p)["outputs"] for name, p in packages.items()}
     dtypes = {name: {t["dtype"] for t in ts} for name, ts in tensors.items()}
     assert dtypes["ClfInt8"] == {"int8"} and dtypes["ClfUint8"] == {"uint8"}
@@ -202,7 +115,9 @@ def test_the_spread_covers_what_it_claims(packages):
     assert all(t["quantization"] for t in heads["inputs"] + heads["outputs"])
     for package in packages.values():
         manifest = (package / "Package.swift").read_text()
-        assert f'.package(url: "{LITERT_URL}", from: "{VERSIONS["litert_swift"]}")' in manifest
+        # Pinned by the recipe to the stand-in's commit (mobile.ios.litert.revision), never a version.
+        assert f'.package(url: "{LITERT_URL}", revision: "{litert_swift_repo.commit}")' in manifest
+        assert not re.search(r"\.package\([^)]*\b(from|exact):", manifest), manifest
         assert (package / "Tests").is_dir()
 
 
@@ -253,3 +168,41 @@ def test_a_planted_error_fails_the_package_test(swiftpm, packages, tmp_path, pla
     result = swiftpm.test(package)
     assert not result.ok, result.output
     assert re.search(failure, result.output), result.output
+
+
+# ------------------------------------------------------------------------------ resolving LiteRT
+
+def rendered_package(root: Path, litert: dict | None = None, template_dirs: list[Path] | None = None) -> Path:
+    """A small compiled_model package (no golden test) rendered by tfbuild, taking LiteRT as
+    `mobile.ios.litert` says (None: the default)."""
+    ctx = make_ctx([tensor("x", [1, 2])], [tensor("y", [1, 2])], golden=False, android=None,
+                   ios={"class_name": "Pinned", "api": "compiled_model", "delegates": [], "litert": litert})
+    write_files(root, render_loaders(ctx, template_dirs))
+    return root / "ios"
+
+
+def test_the_default_manifest_pins_the_release_commit(tmp_path):
+    manifest = (rendered_package(tmp_path) / "Package.swift").read_text()
+    assert (f'.package(url: "{LITERT_URL}", revision: "{VERSIONS["litert_swift_revision"]}")'
+            in manifest), manifest
+    assert 'package: "LiteRT")' in manifest
+
+
+def test_a_version_requirement_fails_against_a_manifest_as_strict_as_upstreams(swiftpm, tmp_path):
+    # The stand-in declares an unsafe linker flag as LiteRT does, and is tagged 2.2.0: the
+    # manifest tfbuild generated, with its revision swapped for `from:`, must not build.
+    overrides = break_template(tmp_path / "templates", "ios/Package.swift.j2",
+                               ("revision: {{ ios.litert.revision|swift_string }}",
+                                'from: {{ versions.litert_swift|swift_string }}'))
+    package = rendered_package(tmp_path / "gen", template_dirs=[overrides])
+    assert f'from: "{VERSIONS["litert_swift"]}"' in (package / "Package.swift").read_text()
+    result = swiftpm.build(package, tmp_path / "scratch")
+    assert not result.ok, result.output
+    assert "the target 'LiteRT' in product 'LiteRT' contains unsafe build flags" in result.output
+
+
+def test_a_local_litert_checkout_builds(swiftpm, litert_swift_repo, tmp_path):
+    # mobile.ios.litert: {path}: a local package may carry unsafe flags.
+    package = rendered_package(tmp_path / "gen", {"path": str(litert_swift_repo.path)})
+    assert f'.package(path: "{litert_swift_repo.path}")' in (package / "Package.swift").read_text()
+    swiftpm.build(package, tmp_path / "scratch").check(f"swift build in {package}")

@@ -40,6 +40,8 @@ KOTLIN_TEST = "/src/androidTest/kotlin/"
 KOTLIN_FLAGS = ["-no-stdlib", "-no-reflect", "-jvm-target", "1.8", "-Xjdk-release=1.8",
                 "-Werror"]
 SWIFT_FLAGS = ["-parse-as-library", "-warnings-as-errors"]
+# JDK 17's foreign-function API, which LiteRT's Kotlin stand-in calls the C API through.
+FOREIGN_API = ["--add-modules", "jdk.incubator.foreign"]
 # The pod builds TensorFlowLite, and LiteRT's package (tools 5.9) LiteRT, in Swift 5 mode; an
 # app's own code (the loader) may use either.
 SWIFT_API_VERSION = "5"
@@ -139,17 +141,21 @@ def kotlinc(kt: Kotlin, sources: list[Path], classpath: list[Path], out: Path,
 
 @pytest.fixture(scope="session")
 def android_api(kotlin: Kotlin, tmp_path_factory) -> list[Path]:
-    """The Android-side stubs compiled once: Java (android, org.json, JUnit, androidx.test,
-    org.tensorflow.lite) with javac, then LiteRT's Kotlin API against them."""
+    """The Android-side API compiled once: the Java stubs and stand-ins (android, org.json,
+    JUnit, androidx.test, org.tensorflow.lite) with javac at Android's Java 8 API, the C bridge
+    under LiteRT's Kotlin stand-in (JDK 17's foreign API; test_loaders_android_run runs it),
+    then LiteRT's Kotlin API against them."""
     root = tmp_path_factory.mktemp("android-api")
-    java_out, kotlin_out = root / "java", root / "kotlin"
+    java_out, ffi_out, kotlin_out = root / "java", root / "ffi", root / "kotlin"
     javac = run([kotlin.javac, "--release", "8", "-nowarn", "-d", java_out,
                  *sorted((API / "java").rglob("*.java"))])
     javac.check("the Java API stubs")
-    litert = kotlinc(kotlin, sorted((API / "kotlin").rglob("*.kt")), [java_out], kotlin_out,
+    run([kotlin.javac, "--release", "17", *FOREIGN_API, "-nowarn", "-Xlint:-options", "-d", ffi_out,
+         *sorted((API / "ffi").rglob("*.java"))]).check("LiteRT's C bridge (tests/fixtures/api/ffi)")
+    litert = kotlinc(kotlin, sorted((API / "kotlin").rglob("*.kt")), [java_out, ffi_out], kotlin_out,
                      "litert")
-    litert.check("the LiteRT Kotlin API stubs")
-    return [java_out, kotlin_out]
+    litert.check("the LiteRT Kotlin API stand-in")
+    return [java_out, ffi_out, kotlin_out]
 
 
 @pytest.fixture(scope="session")

@@ -120,6 +120,21 @@ def test_ios_delegates_without_the_interpreter_api_are_refused(proj):
     assert result.code == 0, result.text
 
 
+def test_a_litert_swift_source_must_be_a_commit_or_a_path(proj):
+    # SwiftPM refuses LiteRT by version (its unsafe linker flags): a tag or a version is refused.
+    proj.recipe("m", GOOD + "mobile:\n  ios: {class_name: Model, litert: {revision: v2.2.0}}\n")
+    assert_user_error(proj.run("-n"), "recipes/m.yaml", "mobile.ios.litert", "must be a full commit hash",
+                      "145c7523ff08d5e57ab5c582141775eea47da9c7")
+    proj.recipe("m", GOOD + "mobile:\n  ios: {class_name: Model, litert: {path: ../LiteRT, revision: "
+                + "a" * 40 + "}}\n")
+    assert_user_error(proj.run("-n"), "mobile.ios.litert", "a path or a url and revision, not both")
+    proj.recipe("m", GOOD + "mobile:\n  ios: {class_name: Model, api: interpreter, litert: {path: ../LiteRT}}\n")
+    assert_user_error(proj.run("-n"), "mobile.ios", "which api: interpreter does not use")
+    proj.recipe("m", GOOD + "mobile:\n  ios: {class_name: Model, litert: {path: ../LiteRT}}\n")
+    result = proj.run("-n")
+    assert result.code == 0, result.text
+
+
 def test_output_cannot_escape_build_dir(proj):
     proj.recipe("m", GOOD.replace("  fp32: {}", "  fp32: {output: ../../evil.tflite}"))
     assert_user_error(proj.run("-n"), "targets.fp32.output")

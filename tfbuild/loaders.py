@@ -78,10 +78,59 @@ def context(project: Project, plan: TargetPlan) -> dict:
         "outputs": signature["outputs"], "uses_flex": report.get("uses_flex", False),
         "labels": _labels(project, plan.loaded),
         "android": mobile.android.model_dump() if mobile.android else None,
-        "ios": mobile.ios.model_dump() if mobile.ios else None,
+        "ios": _ios(project, plan) if mobile.ios else None,
         "golden": golden,
+        "golden_fixed": _golden_at_converted_shape(plan, signature, golden),
         "metadata": report.get("metadata"),  # the TFLite metadata read back from the built file
     }
+
+
+def _ios(project: Project, plan: TargetPlan) -> dict:
+    """mobile.ios, with a local LiteRT path (written relative to the project root) made
+    relative to the generated package, where Package.swift's `.package(path:)` reads it."""
+    ios = plan.loaded.recipe.mobile.ios.model_dump()
+    litert = ios.get("litert") or {}
+    if litert.get("path"):
+        package = plan.out_dir / "ios"
+        ios["litert"] = {**litert, "path": Path(os.path.relpath(project.root / litert["path"], package)).as_posix()}
+    return ios
+
+
+def _golden_at_converted_shape(plan: TargetPlan, signature: dict, golden: dict | None) -> dict | None:
+    """Golden vectors a loader that cannot resize can run (LiteRT's Kotlin CompiledModel API has
+    no resize): each sample of a dynamic input cut, or padded with its zero point, to the shape
+    the model was converted with, and the outputs the built model gives for them (LiteRT's
+    interpreter, no TensorFlow). None when every sample already has the converted shape."""
+    if golden is None or not any(-1 in t["shape_signature"] for t in signature["inputs"]):
+        return None
+    import numpy as np
+
+    fitted = {t["name"]: [_fit(np.asarray(s), t) for s in golden["inputs"][t["name"]]] for t in signature["inputs"]}
+    if all(np.asarray(s).size == f.size for t in signature["inputs"]
+           for s, f in zip(golden["inputs"][t["name"]], fitted[t["name"]])):
+        return None
+    from ai_edge_litert.interpreter import Interpreter
+
+    runner = Interpreter(model_path=str(plan.out_dir / plan.target.output)).get_signature_runner(
+        signature["signature_key"])
+    results = [runner(**{name: samples[i] for name, samples in fitted.items()}) for i in range(golden["count"])]
+    return {"count": golden["count"],
+            "inputs": {name: [s.tolist() for s in samples] for name, samples in fitted.items()},
+            "outputs": {t["name"]: [r[t["name"]].tolist() for r in results] for t in signature["outputs"]}}
+
+
+def _fit(sample, tensor: dict):
+    """One sample (without the batch axis, as golden.json keeps it) in the tensor's converted
+    shape: each dimension cut to that size or padded with the zero point."""
+    import numpy as np
+
+    shape = tuple(tensor["shape"])
+    data = sample.reshape((1,) + sample.shape) if sample.ndim == len(shape) - 1 else sample
+    zero = (tensor.get("quantization") or {}).get("zero_point", 0) or 0
+    out = np.full(shape, zero, dtype=tensor["dtype"])
+    common = tuple(slice(0, min(a, b)) for a, b in zip(shape, data.shape))
+    out[common] = data[common]
+    return out
 
 
 def render_target(project: Project, plan: TargetPlan, stage: Path) -> list[Path]:

@@ -267,11 +267,33 @@ class AndroidSection(Strict):
         return self
 
 
+class LiteRtSwiftSource(Strict):
+    url: str | None = Field(None, min_length=1, description=(
+        "Git URL of the LiteRT Swift package (default https://github.com/google-ai-edge/LiteRT)."))
+    revision: str | None = Field(None, description=(
+        "The commit to pin, 40 hex digits (default: v" + VERSIONS["litert_swift"] + "'s, "
+        + VERSIONS["litert_swift_revision"] + "). Never a version: SwiftPM refuses LiteRT's unsafe "
+        "linker flags from a dependency resolved by version."))
+    path: PathText | None = Field(None, description=(
+        "A local LiteRT checkout with its CLiteRT xcframeworks built, instead of url and revision; "
+        "relative to the project root or absolute."))
+
+    @model_validator(mode="after")
+    def _path_or_revision(self) -> "LiteRtSwiftSource":
+        from tfbuild.codegen import ios
+
+        _codegen_check(ios.check_litert_source, self.model_dump())
+        return self
+
+
 class IOSSection(Strict):
     class_name: str = Field(description="Name of the generated Swift class.")
     api: Literal["compiled_model", "interpreter"] = Field("compiled_model", description=(
         "compiled_model: LiteRT's CompiledModel API from its Swift package (github.com/google-ai-edge/"
-        f"LiteRT, from: \"{VERSIONS['litert_swift']}\"); interpreter: TensorFlowLiteSwift's Interpreter (CocoaPods)."))
+        f"LiteRT v{VERSIONS['litert_swift']}, pinned by commit); interpreter: TensorFlowLiteSwift's Interpreter (CocoaPods)."))
+    litert: LiteRtSwiftSource | None = Field(None, description=(
+        "Where the generated Package.swift takes LiteRT from (api: compiled_model): {url, revision} "
+        "or {path}. Default: LiteRT's GitHub repository at the v" + VERSIONS["litert_swift"] + " commit."))
     delegates: list[Literal["coreml", "metal"]] = Field(default_factory=list, description=(
         "TensorFlowLiteSwift delegates the loader offers (api: interpreter only; a CompiledModel "
         "takes accelerators at run time)."))
@@ -289,6 +311,7 @@ class IOSSection(Strict):
         from tfbuild.codegen import ios
 
         _codegen_check(ios.check_delegates, self.delegates, self.api)
+        _codegen_check(ios.check_litert, self.litert.model_dump() if self.litert else None, self.api)
         return self
 
 

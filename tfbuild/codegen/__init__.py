@@ -26,7 +26,8 @@ from tfbuild.codegen.names import (
     markdown_code, pascal, safe_filename, screaming, swift_string, unique_words,
     validate_class_name, validate_package, words)
 from tfbuild.codegen.versions import VERSIONS
-from tfbuild.codegen.view import CTX_KEYS, DTYPES, GOLDEN, MODEL, golden_json, metadata_view, require, tensors
+from tfbuild.codegen.view import (CTX_KEYS, DTYPES, GOLDEN, GOLDEN_FIXED, MODEL, golden_json, metadata_view,
+                                  require, tensors)
 from tfbuild.errors import UserError
 
 # The public surface: rendering, plus the helpers recipes, tests and templates rely on.
@@ -182,13 +183,14 @@ def render_loaders(ctx: dict, template_dirs: list[Path] | None = None) -> dict[s
     view = build_view(ctx)
     env = _environment(template_dirs)
     plan = _plan(view)
-    golden = None  # the same text for both platforms: made once
-    if any(source == GOLDEN for source, _ in plan):
-        golden = golden_json(ctx, view["inputs"], view["outputs"])
+    goldens = {}  # each text made once, however many platforms ship it
+    for source in {source for source, _ in plan if source in (GOLDEN, GOLDEN_FIXED)}:
+        vectors = ctx["golden"] if source == GOLDEN else (ctx.get("golden_fixed") or ctx["golden"])
+        goldens[source] = golden_json({**ctx, "golden": vectors}, view["inputs"], view["outputs"])
     files = {}
     for source, path in plan:
-        if source == GOLDEN:
-            files[path] = golden
+        if source in goldens:
+            files[path] = goldens[source]
         elif source != MODEL:
             files[path] = env.get_template(source).render(**view)
     return files

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tfbuild.codegen.names import validate_class_name, validate_package
-from tfbuild.codegen.view import GOLDEN, require
+from tfbuild.codegen.view import GOLDEN, GOLDEN_FIXED, require
 from tfbuild.errors import UserError
 
 KEY = "android"
@@ -39,6 +39,12 @@ def files(view: dict) -> list[tuple[str, str]]:
     if view["has_golden"]:
         plan += [("android/LoaderTest.kt.j2",
                   f"android/src/androidTest/kotlin/{package_path}/{name}Test.kt"),
-                 (GOLDEN, f"android/src/androidTest/assets/{view['golden_file']}")]
+                 (golden_source(view), f"android/src/androidTest/assets/{view['golden_file']}")]
     plan.append(("android/README.md.j2", "android/README.md"))
     return plan
+
+
+def golden_source(view: dict) -> str:
+    """LiteRT's Kotlin CompiledModel API cannot resize an input, so that loader keeps the
+    converted shape, and its test replays golden vectors computed at that shape."""
+    return GOLDEN_FIXED if view["android"]["api"] == "compiled_model" and view["dynamic"] else GOLDEN

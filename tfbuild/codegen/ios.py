@@ -1,7 +1,8 @@
 """iOS: a Swift package per target (Package.swift, loader, XCTest), one flavour per API
 (templates/ios/<api>/Loader.swift.j2; the rest is shared).
 
-`compiled_model` uses LiteRT's Swift package (`import LiteRT`, from VERSIONS["litert_swift"]);
+`compiled_model` uses LiteRT's Swift package (`import LiteRT`), pinned to a commit (by default
+VERSIONS["litert_swift_revision"], the v2.2.0 tag's) or taken from a local checkout;
 `interpreter` uses TensorFlowLiteSwift's Interpreter, which is published as a CocoaPod only.
 The package's test target carries the golden vectors and a copy of the model as resources, so
 `swift test` in the package needs nothing outside it.
@@ -9,13 +10,18 @@ The package's test target carries the golden vectors and a copy of the model as 
 
 from __future__ import annotations
 
+import re
+
 from tfbuild.codegen.names import validate_class_name
+from tfbuild.codegen.versions import VERSIONS
 from tfbuild.codegen.view import GOLDEN, MODEL, require
 from tfbuild.errors import UserError
 
 KEY = "ios"
 APIS = ("compiled_model", "interpreter")
 DELEGATES = ("coreml", "metal")  # TensorFlowLiteSwift delegates (api: interpreter)
+LITERT_URL = "https://github.com/google-ai-edge/LiteRT"
+REVISION = re.compile(r"^[0-9a-f]{40}$")
 
 
 def view(raw: dict, inputs: list[dict], outputs: list[dict]) -> dict:
@@ -28,7 +34,51 @@ def view(raw: dict, inputs: list[dict], outputs: list[dict]) -> dict:
         raise UserError(f"unknown iOS api {api!r}", key="mobile.ios.api", expected=" or ".join(APIS))
     delegates = check_delegates(list(raw.get("delegates") or []), api)
     return {"class_name": class_name, "api": api,
-            "coreml": "coreml" in delegates, "metal": "metal" in delegates}
+            "coreml": "coreml" in delegates, "metal": "metal" in delegates,
+            "litert": litert_source(raw.get("litert"), api)}
+
+
+def litert_source(raw: dict | None, api: str) -> dict | None:
+    """Where the generated Package.swift takes LiteRT from: {url, revision, package} or
+    {path, package}, `package` being the identity SwiftPM gives it (the URL's or folder's last
+    component), which `.product(name: "LiteRT", package: ...)` must name. Never a version
+    requirement: LiteRT's manifest declares unsafe linker flags, which SwiftPM refuses from a
+    dependency resolved by version and accepts from one pinned to a commit or a local path.
+    None for api: interpreter, which has no Swift package to depend on."""
+    check_litert(raw, api)
+    if api != "compiled_model":
+        return None
+    raw = {k: v for k, v in (raw or {}).items() if v is not None}
+    source = ({"path": raw["path"], "url": None, "revision": None} if "path" in raw else
+              {"path": None, "url": raw.get("url") or LITERT_URL,
+               "revision": raw.get("revision") or VERSIONS["litert_swift_revision"]})
+    location = (source.get("path") or source["url"]).rstrip("/")
+    identity = re.sub(r"\.git$", "", location.rsplit("/", 1)[-1]) or "LiteRT"
+    return {**source, "package": identity}
+
+
+def check_litert(raw: dict | None, api: str) -> None:
+    """`mobile.ios.litert` is {url, revision} (url optional) or {path}, for api: compiled_model."""
+    raw = {k: v for k, v in (raw or {}).items() if v is not None}
+    if not raw:
+        return
+    if api != "compiled_model":
+        raise UserError("mobile.ios.litert chooses LiteRT's Swift package, which api: interpreter does not use",
+                        key="mobile.ios.litert", expected="no litert setting, or mobile.ios.api: compiled_model")
+    check_litert_source(raw)
+
+
+def check_litert_source(raw: dict) -> None:
+    raw = {k: v for k, v in raw.items() if v is not None}
+    if "path" in raw and ("url" in raw or "revision" in raw):
+        raise UserError("mobile.ios.litert takes a path or a url and revision, not both", key="mobile.ios.litert",
+                        expected="{path: <local LiteRT checkout>} or {url: <git url>, revision: <commit>}")
+    if "path" not in raw and not REVISION.match(str(raw.get("revision", ""))):
+        raise UserError(f"mobile.ios.litert.revision must be a full commit hash, got {raw.get('revision')!r}",
+                        key="mobile.ios.litert.revision",
+                        expected=f"40 lowercase hex digits, such as v{VERSIONS['litert_swift']}'s "
+                                 f"{VERSIONS['litert_swift_revision']} (git rev-parse <tag>^{{commit}}); "
+                                 "SwiftPM refuses LiteRT by version because of its unsafe linker flags")
 
 
 def check_delegates(delegates: list[str], api: str) -> list[str]:

@@ -7,7 +7,11 @@ recorded in tfbuild.lock change with it. docs/mobile.md says where each version 
 
 VERSIONS = {
     "litert": "2.1.0",               # Android: com.google.ai.edge.litert:litert (CompiledModel)
-    "litert_swift": "2.2.0",         # iOS: github.com/google-ai-edge/LiteRT Swift package, minimum
+    # iOS: the github.com/google-ai-edge/LiteRT Swift package, release v2.2.0, pinned by its commit
+    # (the tag's): LiteRT's manifest has unsafe linker flags, and SwiftPM refuses those from a
+    # dependency resolved by version (from:/exact:), never from one pinned to a revision.
+    "litert_swift": "2.2.0",
+    "litert_swift_revision": "145c7523ff08d5e57ab5c582141775eea47da9c7",
     "litert_classic": "1.4.0",
     "tensorflow_lite": "2.16.1",
     "tensorflow_lite_swift": "2.17.0",

@@ -18,6 +18,9 @@ from tfbuild.errors import UserError
 
 # Sources of generated files that are not templates (see the platform modules' files()).
 GOLDEN = ":golden"  # the golden vectors, golden_json()
+# The golden vectors at the converted shape, for a loader whose API cannot resize a dynamic
+# input (ctx["golden_fixed"]; the plain ones when the build made none).
+GOLDEN_FIXED = ":golden-fixed"
 MODEL = ":model"    # a copy of the built model file
 
 # Per dtype: Kotlin array type, LiteRT Kotlin TensorBuffer suffix (None: the Kotlin API has none),
