@@ -211,3 +211,32 @@ def test_a_passing_int8_target_measures_its_layers_only_on_request(project):
     pulled = project.path(".tfbuild/analysis/clf/auto")
     shutil.rmtree(pulled)  # as for a target pulled from a shared cache
     assert "not measured (the target passed)" in project.run("explain", "clf:auto").out
+
+
+@pytest.mark.slow
+def test_an_int8_target_that_is_not_integer_only_says_so_and_max_float_ops_rejects_it(project):
+    """ELU has no int8 kernel the quantizer uses: it and the CONCATENATION that reads it stay in
+    float behind DEQUANTIZE/QUANTIZE, and the file still says int8."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    x = keras.Input((16,), name="features")
+    h = keras.layers.Dense(24, activation="elu")(x)
+    joined = keras.layers.Concatenate()([keras.layers.Dense(12, activation="elu")(h), keras.layers.Dense(12)(h)])
+    keras.Model(x, keras.layers.Dense(4, activation="softmax")(joined)).save(project.path("models/clf.keras"))
+    project.save_arrays("data/clf.npz", features=np.random.default_rng(0).standard_normal((64, 16)).astype(np.float32))
+    project.recipe("clf", """\
+        tfbuild: 1
+        model: {source: models/clf.keras}
+        data: {calibration: data/clf.npz, evaluation: data/clf.npz}
+        targets:
+          int8: {quantize: int8, io: int8}
+          strict: {quantize: int8, io: int8, accept: {max_float_ops: 0}}
+        """)
+    result = project.run("-k")
+    assert result.code == 1 and "built clf:int8" in result.out and "rejected clf:strict" in result.out, result.text
+    assert "float_ops 3 > 0 (by 3): ELU x2, CONCATENATION" in result.out
+    assert "3 op(s) still compute in float (ELU x2, CONCATENATION)" in result.out and "float ops 3" in result.out
+    report = json.loads(project.path("build/clf/int8/report.json").read_text())
+    assert report["float_ops"]["by_type"] == {"ELU": 2, "CONCATENATION": 1}
+    assert "3 op(s) compute in float: ELU x2, CONCATENATION" in project.run("explain", "clf:int8").out

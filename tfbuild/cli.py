@@ -358,16 +358,15 @@ def cmd_status(project, options) -> int:
             print(f"{plan.action:<10}  {plan.id}: {'; '.join(plan.reasons)}")
     print(f"{len(stale)} of {len(plans)} target(s) out of date" if stale
           else f"all {len(plans)} target(s) up to date")
-    if not _split(options.args)[0]:
-        _print_orphans(project, _orphans(project, _split(options.args)[1]))
+    if not _split(options.args)[0]:  # every recipe was selected: what they do not declare is orphaned
+        _print_orphans(project, _orphans(project, {plan.id for plan in plans}))
     return 1 if stale else 0
 
 
-def _orphans(project, overrides: list[str]) -> dict:
+def _orphans(project, declared: set[str]) -> dict:
     """Outputs and rejected files of targets no recipe declares any more."""
     from tfbuild.state import BuildState
 
-    declared = {f"{loaded.name}:{name}" for loaded, targets in project.select([], overrides) for name in targets}
     return BuildState(project).orphans(declared)
 
 
@@ -454,13 +453,15 @@ def cmd_clean(project, options) -> int:
     patterns, overrides = _split(options.args)
     if options.orphans and patterns:
         raise UserError("`tfbuild clean --orphans` takes no target", expected="tfbuild clean --orphans")
-    orphans = _orphans(project, overrides) if not patterns else {}
+    selected = project.select(patterns, overrides)
+    declared = {f"{loaded.name}:{name}" for loaded, targets in selected for name in targets}
+    orphans = _orphans(project, declared) if not patterns else {}
     if options.dry_run:
         state = BuildState(project)
         for files in orphans.values():
             for path in files:
                 print(f"would remove {project.rel(path)}")
-        for loaded, targets in ([] if options.orphans else project.select(patterns, overrides)):
+        for loaded, targets in ([] if options.orphans else selected):
             for name in targets:
                 entry = state.get(f"{loaded.name}:{name}") or {}
                 for rel in sorted({**entry.get("outputs", {}), **entry.get("loader_outputs", {})}):
@@ -471,7 +472,7 @@ def cmd_clean(project, options) -> int:
         lock_problem = state.lock_problem()  # reads the lock: a newer one stops us before any removal
         for target_id, files in orphans.items():
             _clean_target(project, state, target_id, [project.rel(p) for p in files])
-        for loaded, targets in ([] if options.orphans else project.select(patterns, overrides)):
+        for loaded, targets in ([] if options.orphans else selected):
             for name in targets:
                 target_id = f"{loaded.name}:{name}"
                 entry = state.get(target_id) or {}

@@ -222,9 +222,10 @@ def annotate(rows: list[dict], float_graph: Graph, kept: list[str]) -> list[dict
     """Each row's `cost` (the search's ranking score; 0 for ops the quantizer left in float) and
     `kept_float` (the shipped file computes it in float)."""
     cost = {unit.tensor: unit.score for unit in rank(float_graph, rows)}
+    kept_set = set(kept)
     for row in rows:
         row["cost"] = cost.get(row["tensor"], 0.0)
-        row["kept_float"] = row["tensor"] in set(kept)
+        row["kept_float"] = row["tensor"] in kept_set
     return rows
 
 
