@@ -287,13 +287,13 @@ def test_damaged_caches_and_pid_file_are_dropped_not_trusted(copy):
 
 
 def test_pid_of_the_waited_for_build_is_shown_only_when_readable(tmp_path):
-    from tfbuild.cli import _pid_in
+    from tfbuild.api import pid_in
 
     pid = tmp_path / "build.pid"
     for content, shown in ((b"1234\n", "1234"), (b"", "unknown"), (b"\xff\xfe", "unknown"), (b"12ab", "unknown")):
         pid.write_bytes(content)
-        assert _pid_in(pid) == shown
-    assert _pid_in(tmp_path / "missing") == "unknown"
+        assert pid_in(pid) == shown
+    assert pid_in(tmp_path / "missing") == "unknown"
 
 
 @pytest.mark.slow

@@ -364,16 +364,19 @@ def test_labels_that_are_not_utf8(proj):
 
 def test_inputs_of_up_to_date_targets_are_not_read(proj, monkeypatch):
     """A no-op build rereads nothing: only targets about to be converted or rendered are checked."""
+    import dataclasses
+
     from tfbuild import inputs_check
-    from tfbuild.cli import _plans
+    from tfbuild.api import plans as plan_targets
+    from tfbuild.conversion import keras_file
     from tfbuild.project import Project
 
     proj.recipe("m", GOOD)
     proj.write("models/m.keras", "garbage")
     project = Project.open(proj.root, read_only=True)
-    plans = _plans(project, [], [])
+    plans = plan_targets(project, [], [])
     opened = []
-    monkeypatch.setattr(inputs_check, "_keras_problem", lambda path: opened.append(path))
+    monkeypatch.setattr(keras_file, "KIND", dataclasses.replace(keras_file.KIND, check=opened.append))
     inputs_check.check_plans(project, plans)  # action "none": up to date
     assert opened == []
     for plan in plans:

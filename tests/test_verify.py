@@ -10,6 +10,7 @@ import pytest
 
 from models import dense_classifier, features, write_dense_project
 from tfbuild import verify
+from tfbuild.conversion.modes import MODES
 
 
 def test_quantize_and_dequantize_by_hand():
@@ -46,7 +47,7 @@ def test_non_finite_outputs_always_fail():
 
 def test_defaults_per_mode_and_user_overrides():
     thresholds, user_set = verify.effective_thresholds("int8", None, None)
-    assert thresholds["top1_agreement"] == verify.DEFAULT_THRESHOLDS["int8"]["top1_agreement"] and not user_set
+    assert thresholds["top1_agreement"] == MODES["int8"].thresholds["top1_agreement"] and not user_set
     thresholds, user_set = verify.effective_thresholds("int8", {"max_size_kb": 64}, {"top1_agreement": 0.99})
     assert thresholds["top1_agreement"] == 0.99 and thresholds["max_size_kb"] == 64 and user_set
 
@@ -74,7 +75,7 @@ def poison_float_weights(model_bytes: bytes) -> bytes:
 def test_a_conversion_that_outputs_nan_is_caught_by_the_default_thresholds():
     import tensorflow as tf
 
-    from tfbuild.convert import verify_model
+    from tfbuild.conversion.job import verify_model
 
     model = dense_classifier()
     good = tf.lite.TFLiteConverter.from_keras_model(model).convert()

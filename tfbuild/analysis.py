@@ -16,6 +16,8 @@ import json
 import shutil
 from pathlib import Path
 
+from tfbuild.conversion import modes
+
 CALIBRATED = "calibrated.tflite"
 FULLY_QUANTIZED = "fully-quantized.tflite"
 ROWS = "layer_errors.json"
@@ -43,7 +45,7 @@ def rows(project, plan, report: dict) -> list[dict] | None:
     a target pulled from a shared cache, or built by an older tfbuild)."""
     if report.get("layer_errors") is not None:
         return report["layer_errors"]
-    if report.get("quantize") not in ("int8", "int16x8"):
+    if not modes.calibrates(report.get("quantize")):
         return None
     where = folder(project, plan.id)
     if _read(where / KEY) != plan.key or not (where / CALIBRATED).is_file():
@@ -58,7 +60,7 @@ def rows(project, plan, report: dict) -> list[dict] | None:
 
 def missing(report: dict) -> str | None:
     """What `explain` says of an integer target whose per-layer figures cannot be measured."""
-    if report.get("quantize") not in ("int8", "int16x8") or report.get("layer_errors") is not None:
+    if not modes.calibrates(report.get("quantize")) or report.get("layer_errors") is not None:
         return None
     target = f"{report.get('recipe')}:{report.get('target')}"
     return (f"per-layer errors: not measured (the target passed) and their inputs are not kept here "

@@ -8,11 +8,9 @@ Ctrl-C. Nothing on the planning path imports TensorFlow.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import difflib
 import gc
 import json
-import os
 import shutil
 import signal
 import sys
@@ -21,6 +19,8 @@ import time
 from pathlib import Path
 
 from tfbuild import __version__
+from tfbuild import api
+from tfbuild.api import classified, configured_cache, exclusive, split_args
 from tfbuild.errors import UserError, machine_fault
 
 COMMANDS = ("build", "list", "status", "explain", "check", "clean", "schema", "report", "cache")
@@ -99,111 +99,37 @@ def _check_flags(options) -> None:
         raise UserError("`tfbuild schema` takes no arguments")
 
 
-def _split(args: list[str]) -> tuple[list[str], list[str]]:
-    overrides = [a for a in args if "=" in a or a.startswith("~")]
-    return [a for a in args if a not in overrides], overrides
-
-
-def _plans(project, patterns: list[str], overrides: list[str], selected=None):
-    from tfbuild.loaders import template_files
-    from tfbuild.plan import plan_recipe, tool_versions
-
-    versions = tool_versions()
-    plans = []
-    for loaded, targets in selected or project.select(patterns, overrides):
-        plans += plan_recipe(project, loaded, targets, versions, template_files(project, loaded))
-    return plans
-
-
-def _classified(project, patterns, overrides, always=False, selected=None):
-    from tfbuild.state import BuildState, classify
-
-    plans = _plans(project, patterns, overrides, selected)
-    state = BuildState(project)
-    for plan in plans:
-        classify(plan, state, always=always)
-    return plans, state
-
-
 def cmd_build(project, options) -> int:
-    from tfbuild.report import Progress, exit_code, print_summary
-
-    patterns, overrides = _split(options.args)
-    from tfbuild import inputs_check
+    from tfbuild.api import BuildOptions, run_build
+    from tfbuild.report import print_summary
 
     if options.dry_run:
-        plans, state = _classified(project, patterns, overrides, options.always_make)
-        inputs_check.check_plans(project, plans)
-        lock_problem = state.lock_problem()
-        if lock_problem:
-            print(f"would rewrite tfbuild.lock: it {lock_problem}")
-        return _print_dry_run(plans)
-    with _exclusive(project):
-        started = time.perf_counter()
-        cache = _cache(project, options)
-        remote = _remote(cache)
-        selected = project.select(patterns, overrides)  # recipe mistakes surface before any worker
-        everything = _converts_everything(project, options)
-        reads_cache = remote is not None and not options.always_make  # the builder checks its misses
-        if everything and not reads_cache:  # input files that are not what they claim, before the warm worker
-            for loaded, _ in selected:
-                inputs_check.check_recipe(project, loaded)
-        ray = _ray_settings(project, options.executor)
-        warm = _warm_worker(project) if everything and cache is None and ray is None else []  # a cache may spare TF
-        try:
-            plans, state = _classified(project, patterns, overrides, options.always_make, selected)
-            if not everything and not reads_cache:
-                inputs_check.check_plans(project, plans)
-            lock_problem = state.lock_problem()  # reads the lock: a newer one stops us before any work
-            state_note = state.damage_note()
-            if state_note:
-                print(state_note)
-            if not warm and all(plan.action == "none" for plan in plans):
-                state.save_if_changed()  # the fast path: nothing to schedule, no worker machinery
-                _print_lock_repair(lock_problem)
-                print(f"tfbuild: all {len(plans)} target(s) up to date ({time.perf_counter() - started:.2f}s)")
-                return 0
-            from tfbuild.pool import WorkerPool
-            from tfbuild.run import Builder, Options
+        return _dry_run(project, options)
+    result = run_build(project, BuildOptions(
+        options.args, options.jobs, options.keep_going, options.always_make, options.verbose,
+        options.cache, options.cache_mode, options.no_cache, options.executor))
+    _print_lock_repair(result.lock_repair)
+    if result.up_to_date:
+        print(f"tfbuild: all {len(result.plans)} target(s) up to date ({result.seconds:.2f}s)")
+        return 0
+    print_summary(result.progress, result.outcomes, result.seconds)
+    return result.exit_code
 
-            progress = Progress(len(plans), verbose=options.verbose)
-            if remote is not None:
-                remote.warn = progress.warn
-            try:
-                executor = (_ray_executor(project, ray, options.jobs, plans, progress) if ray is not None else None) \
-                    or WorkerPool(options.jobs or 1, warm)
-                builder = Builder(project, state, progress, Options(
-                    options.keep_going, cache=remote, read_cache=not options.always_make,
-                    check_inputs=reads_cache), executor)
-                outcomes = builder.build(plans)
-            finally:
-                progress.close()
-                project.digests.save()
-            state.save_if_changed()  # when nothing landed (only old rejections), nothing wrote the lock
-        finally:
-            _release(warm)
-        _print_lock_repair(lock_problem)
-        print_summary(progress, outcomes, time.perf_counter() - started)
-        return exit_code(outcomes)
+
+def _dry_run(project, options) -> int:
+    from tfbuild import inputs_check
+
+    plans, state = classified(project, *split_args(options.args), options.always_make)
+    inputs_check.check_plans(project, plans)
+    lock_problem = state.lock_problem()
+    if lock_problem:
+        print(f"would rewrite tfbuild.lock: it {lock_problem}")
+    return _print_dry_run(plans)
 
 
 def _print_lock_repair(problem: str | None) -> None:
     if problem:
         print(f"tfbuild.lock {problem}: rewritten from the build state")
-
-
-def _cache(project, options):
-    from tfbuild.cache import configure
-
-    return configure(project.root, options.cache, options.cache_mode, getattr(options, "no_cache", False))
-
-
-def _remote(config):
-    if config is None:
-        return None
-    from tfbuild.cache import RemoteCache
-
-    return RemoteCache(config, warn=lambda message: print(f"warning: {message}"))  # until progress exists
 
 
 def cmd_cache(project, options) -> int:
@@ -212,7 +138,7 @@ def cmd_cache(project, options) -> int:
     verb, *rest = options.args or ["status"]
     if verb not in ("status", "push"):
         raise UserError(f"unknown cache command {verb!r}", expected="tfbuild cache status|push [TARGET ...]")
-    config = _cache(project, options)
+    config = configured_cache(project, options)
     if config is None:
         raise UserError("no cache configured", expected="--cache URL, TFBUILD_CACHE=URL, or cache: {url: ...} "
                         "in tfbuild.yaml")
@@ -222,7 +148,7 @@ def cmd_cache(project, options) -> int:
     from tfbuild.report import Progress
 
     remote = RemoteCache(config, Progress(0).warn)
-    plans, state = _classified(project, *_split(rest))
+    plans, state = classified(project, *split_args(rest))
     counts = {"local": 0, "remote": 0, "missing": 0, "pushed": 0}
     remote_bytes = 0
     for plan in plans:
@@ -248,57 +174,6 @@ def cmd_cache(project, options) -> int:
     return 1 if remote.off else 0
 
 
-def _ray_settings(project, executor: str | None):
-    """The Ray settings when `--executor ray[:ADDRESS]` is asked for, None for the local pool."""
-    if executor in (None, "local"):
-        return None
-    kind, _, address = executor.partition(":")
-    if executor.startswith("ray://"):  # a Ray Client address on its own
-        address = executor
-    elif kind != "ray":
-        raise UserError(f"unknown executor {executor!r}", expected="--executor local, ray, ray:ADDRESS or ray://HOST:PORT")
-    from tfbuild.ray_executor import settings
-
-    return settings(project.root, address or None)
-
-
-def _ray_executor(project, settings, jobs: int | None, plans, progress):
-    """Connected before any work starts (an unreachable cluster, or an input it could not be
-    sent, is exit 2 with nothing done), and only when something may be converted: a no-op or a
-    pure re-render never talks to Ray."""
-    converting = [plan for plan in plans if plan.action == "convert"]
-    if not converting:
-        return None
-    from tfbuild.ray_executor import RayExecutor
-    from tfbuild.run import job_inputs
-
-    job_inputs(project, converting)
-
-    return RayExecutor(settings, jobs, progress.detail)
-
-
-def _converts_everything(project, options) -> bool:
-    """The project was never built here, or -B: every selected target will be converted."""
-    return options.always_make or not (project.state_dir / "state.json").is_file()
-
-
-def _warm_worker(project) -> list:
-    """Start importing TensorFlow in a worker while we plan, when conversion is certain anyway
-    (`_converts_everything`). Otherwise planning decides first (a no-op stays light)."""
-    from tfbuild.pool import start_worker
-
-    return [start_worker(str(project.private_dir("logs") / f"warm-{os.getpid()}.log"))]
-
-
-def _release(warm: list) -> None:
-    """Warm workers the build did not adopt (planning failed, or nothing to do) are killed."""
-    if warm:
-        from tfbuild.pool import kill
-
-        for worker in warm:
-            kill(worker)
-
-
 def _print_dry_run(plans) -> int:
     work = [p for p in plans if p.action != "none"]
     for plan in work:
@@ -309,45 +184,10 @@ def _print_dry_run(plans) -> int:
     return 0
 
 
-class _exclusive:
-    """One build per project: a second one waits, and says who it waits for."""
-
-    def __init__(self, project):
-        self.project = project
-
-    def __enter__(self):
-        from filelock import FileLock, Timeout
-
-        self.project.state_dir.mkdir(parents=True, exist_ok=True)
-        self.lock = FileLock(str(self.project.state_dir / "build.lock"))
-        owner = self.project.state_dir / "build.pid"
-        try:
-            self.lock.acquire(timeout=0.2)
-        except Timeout:
-            print(f"waiting for another tfbuild in this project (pid {_pid_in(owner)}) to finish...",
-                  file=sys.stderr)
-            self.lock.acquire()
-        with contextlib.suppress(OSError):  # only ever shown to a build that waits: not worth failing for
-            owner.write_text(str(os.getpid()))
-        return self
-
-    def __exit__(self, *exc):
-        self.lock.release()
-
-
-def _pid_in(path: Path) -> str:
-    """The pid a build wrote, or "unknown" (missing, or damaged: it is only ever shown)."""
-    try:
-        text = path.read_bytes().decode("ascii").strip()
-    except (OSError, UnicodeDecodeError):
-        return "unknown"
-    return text if text.isdigit() else "unknown"
-
-
 def cmd_status(project, options) -> int:
     from tfbuild.inputs_check import check_plans
 
-    plans, _ = _classified(project, *_split(options.args))
+    plans, _ = classified(project, *split_args(options.args))
     check_plans(project, plans)  # an input that is no model is why, too
     stale = [p for p in plans if p.action != "none"]
     for plan in plans:
@@ -358,7 +198,7 @@ def cmd_status(project, options) -> int:
             print(f"{plan.action:<10}  {plan.id}: {'; '.join(plan.reasons)}")
     print(f"{len(stale)} of {len(plans)} target(s) out of date" if stale
           else f"all {len(plans)} target(s) up to date")
-    if not _split(options.args)[0]:  # every recipe was selected: what they do not declare is orphaned
+    if not split_args(options.args)[0]:  # every recipe was selected: what they do not declare is orphaned
         _print_orphans(project, _orphans(project, {plan.id for plan in plans}))
     return 1 if stale else 0
 
@@ -377,16 +217,16 @@ def _print_orphans(project, orphans: dict) -> None:
 
 
 def cmd_explain(project, options) -> int:
-    patterns, overrides = _split(options.args)
+    patterns, overrides = split_args(options.args)
     if not patterns:
         raise UserError("explain needs a target", expected="tfbuild explain recipe:target")
     from tfbuild.report import layer_lines
 
-    plans, state = _classified(project, patterns, overrides)
+    plans, state = classified(project, patterns, overrides)
     for plan in plans:
         entry = state.get(plan.id)
         if plan.action == "none":
-            print(f"{plan.id} is up to date (key {plan.key[:12]}, built {time.ctime(entry['time'])})")
+            print(f"{plan.id} is up to date (key {plan.key[:12]}, built {time.ctime((entry or {}).get('time', 0))})")
         else:
             verb = {"rejected": "was rejected, and its inputs have not changed since",
                     "convert": "needs to be converted", "render": "needs to render its loaders"}[plan.action]
@@ -432,7 +272,7 @@ def cmd_check(project, options) -> int:
 
     lock = read_lock(project)
     lock.require_sound()
-    plans = _plans(project, *_split(options.args))
+    plans = api.plans(project, *split_args(options.args))
     bad = 0
     for plan in plans:
         reasons = check_lock(plan, lock)
@@ -450,7 +290,7 @@ def cmd_clean(project, options) -> int:
     only that, as ninja's `-t cleandead`)."""
     from tfbuild.state import BuildState
 
-    patterns, overrides = _split(options.args)
+    patterns, overrides = split_args(options.args)
     if options.orphans and patterns:
         raise UserError("`tfbuild clean --orphans` takes no target", expected="tfbuild clean --orphans")
     selected = project.select(patterns, overrides)
@@ -467,7 +307,7 @@ def cmd_clean(project, options) -> int:
                 for rel in sorted({**entry.get("outputs", {}), **entry.get("loader_outputs", {})}):
                     print(f"would remove {rel}")
         return 0
-    with _exclusive(project):
+    with exclusive(project):
         state = BuildState(project)
         lock_problem = state.lock_problem()  # reads the lock: a newer one stops us before any removal
         for target_id, files in orphans.items():
@@ -484,7 +324,7 @@ def cmd_clean(project, options) -> int:
 
 def _clean_target(project, state, target_id: str, recorded) -> None:
     """A target's recorded outputs and its rejected files, removed; its state forgotten."""
-    from tfbuild.run import remove_outputs
+    from tfbuild.staging import remove_outputs
 
     recipe, _, name = target_id.partition(":")
     remove_outputs(project.root, [rel for rel in recorded if not rel.startswith(f"{project.rel(project.state_dir)}/")])
@@ -494,7 +334,7 @@ def _clean_target(project, state, target_id: str, recorded) -> None:
 
 
 def cmd_list(project, options) -> int:
-    patterns, overrides = _split(options.args)
+    patterns, overrides = split_args(options.args)
     for loaded, targets in project.select(patterns, overrides):
         print(f"{loaded.name}  ({loaded.file}, model {loaded.recipe.model.source})")
         for name in targets:
@@ -515,7 +355,7 @@ def cmd_schema(project, options) -> int:
 def cmd_report(project, options) -> int:
     from tfbuild.html_report import write_report
 
-    plans, _ = _classified(project, *_split(options.args))
+    plans, _ = classified(project, *split_args(options.args))
     reports = {plan.id: _shown_report(project, plan) for plan in plans}
     reports = {target: _with_layers(project, plan, reports[target]) if reports[target] else None
                for target, plan in ((p.id, p) for p in plans)}

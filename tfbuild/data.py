@@ -17,6 +17,11 @@ from tfbuild.registry import load_object
 LABEL_KEYS = ("labels", "label", "y")
 
 
+def label_lines(text: str) -> list[str]:
+    """One label per non-empty line, stripped: how the generated loaders read a labels file."""
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
 def load_arrays(spec: str, root: Path, *, file: str, key: str) -> dict[str, np.ndarray]:
     """Arrays from .npz / .npy / `py:module:function` (returning an array or a dict of arrays)."""
     if spec.startswith("py:"):

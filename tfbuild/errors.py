@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 
 
 class UserError(Exception):
@@ -75,3 +76,30 @@ def machine_fault(err: BaseException, root: str | os.PathLike | None = None,
     place = f"cannot write {folder}" if folder else "cannot write the build's files"
     return (f"{place}: {what}; {fix} and run tfbuild again (finished targets and the last good "
             "outputs are kept)")
+
+
+def describe_exception(err: BaseException) -> str:
+    """`Type: the first line that says something`, whole, never cut mid-word. Skips Keras'
+    `Exception encountered when calling X.call().` preamble (kept as `in X.call()`), its
+    `Error when deserializing class X using config=...` preamble (whose `Exception encountered:`
+    line is the cause) and autograph's `in user code:` stack, whose last `SomeError: ...` line is
+    the real cause."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err))  # Keras bolds names with terminal escapes
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    kind = type(err).__name__
+    if lines and lines[0] == "in user code:":
+        causes = [re.match(r"^(\w+(?:Error|Exception)): (.*)$", line) for line in lines[1:]]
+        found = [match for match in causes if match]
+        if found:
+            kind, rest = found[-1].group(1), found[-1].group(2)
+            lines = [rest] + lines[lines.index(found[-1].group(0)) + 1:]
+    where = ""
+    deserializing = re.match(r"^Error when deserializing class '([^']+)'", lines[0]) if lines else None
+    inner = [line for line in lines if line.startswith("Exception encountered: ")]
+    if deserializing and inner:  # Keras' own cause is the last `Exception encountered:` of the chain
+        lines = [inner[-1].removeprefix("Exception encountered: ")]
+        where = f" (rebuilding a {deserializing.group(1)})"
+    if lines and lines[0].startswith("Exception encountered when calling"):
+        where = " (in " + lines.pop(0).removeprefix("Exception encountered when calling").strip(" .") + ")"
+    meaningful = next((line for line in lines if not line.startswith(("Arguments received", "•"))), "")
+    return f"{kind}: {meaningful}{where}" if meaningful else f"{kind}{where}"

@@ -30,7 +30,6 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from tfbuild.errors import ConversionFailed, UserError
@@ -351,29 +350,14 @@ def _valid(record) -> dict | None:
     return None
 
 
-def _entry(path: Path, target_id: str) -> dict | None:
-    """A target's entry in tfbuild's state or lock; None when absent or unreadable (never trusted)."""
-    from tfbuild import jsonfile
-
-    try:
-        document = jsonfile.read(path)
-    except UserError:
-        return None
-    targets = document.value.get("targets") if isinstance(document.value, dict) else None
-    entry = targets.get(target_id) if isinstance(targets, dict) else None
-    return entry if isinstance(entry, dict) else None
-
-
-def recorded(root: Path, target_id: str) -> dict | None:
-    """The set chosen by the last passing build of this target: the build state's, else the
-    committed lock's (a fresh clone reuses the set its lock records). None if there is none."""
-    from tfbuild.project import LOCK_FILE, STATE_DIR
-
-    state = _entry(root / STATE_DIR / "state.json", target_id) or {}
+def recorded(state_entry: dict | None, lock_entry: dict | None) -> dict | None:
+    """The set chosen by the last passing build of a target: the build state's, else the
+    committed lock's (a fresh clone reuses the set its lock records). None if there is none;
+    an entry of the wrong shape is never trusted."""
+    state = state_entry or {}
     last_good = state.get("last_good") if isinstance(state.get("last_good"), dict) else {}
-    lock = _entry(root / LOCK_FILE, target_id) or {}
     return _valid(state.get("float_fallback")) or _valid(last_good.get("float_fallback")) or \
-        _valid(lock.get("float_fallback"))
+        _valid((lock_entry or {}).get("float_fallback"))
 
 
 def lock_record(report: dict | None) -> dict | None:

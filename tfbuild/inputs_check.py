@@ -16,8 +16,6 @@ from pathlib import Path
 
 from tfbuild.errors import UserError
 
-HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
-HDF5_OFFSETS = (0, 512, 1024, 2048)  # the superblock may follow a user block of 512 * 2^n bytes
 LFS_POINTER = b"version https://git-lfs"
 # What reading a damaged file can raise: all of it is the file's fault, none of it a bug.
 UNREADABLE = (OSError, ValueError, EOFError, RuntimeError, NotImplementedError, zipfile.BadZipFile,
@@ -58,27 +56,23 @@ def _existing(project, spec: str | None, *, allow_dir: bool = False) -> Path | N
 
 
 def check_model(project, loaded) -> None:
-    spec = loaded.recipe.model.source
+    """The model source, as its kind checks it (conversion.sources): a file that is not what it
+    claims is named as such, a Git LFS pointer as one."""
+    from tfbuild.conversion.sources import kind_of
+
     where = dict(file=loaded.file, key="model.source")
-    path = _existing(project, spec, allow_dir=True)
+    path = _existing(project, loaded.recipe.model.source, allow_dir=True)
     if path is None:
         return
-    if path.is_dir():
-        if not (path / "saved_model.pb").is_file():
-            raise UserError("directory is not a SavedModel (no saved_model.pb)", **where)
+    problem = kind_of(loaded.recipe.model, project.root, file=loaded.file).check(path)
+    if problem is None:
         return
-    if path.suffix == ".keras":
-        problem = _keras_problem(path)
-    elif path.suffix in (".h5", ".hdf5"):
-        problem = _hdf5_problem(path)
-    else:
-        raise UserError(f"unsupported model source {spec!r}", **where,
-                        expected=".keras, .h5, a SavedModel directory, or py:package.module:function")
-    if problem:
-        lfs = _head(path, len(LFS_POINTER)) == LFS_POINTER
-        raise UserError(f"not a readable {path.suffix} model: "
-                        f"{'a Git LFS pointer, not the model' if lfs else problem}", **where,
-                        hint="run `git lfs pull`" if lfs else "a Git LFS pointer? run `git lfs pull`")
+    if path.is_dir():
+        raise UserError(problem, **where)
+    lfs = _head(path, len(LFS_POINTER)) == LFS_POINTER
+    raise UserError(f"not a readable {path.suffix} model: "
+                    f"{'a Git LFS pointer, not the model' if lfs else problem}", **where,
+                    hint="run `git lfs pull`" if lfs else "a Git LFS pointer? run `git lfs pull`")
 
 
 def _head(path: Path, size: int) -> bytes:
@@ -87,25 +81,6 @@ def _head(path: Path, size: int) -> bytes:
             return handle.read(size)
     except OSError:
         return b""
-
-
-def _keras_problem(path: Path) -> str | None:
-    """A .keras file is a zip archive holding config.json (only its directory is read)."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-    except zipfile.BadZipFile:
-        return "not a zip archive"
-    except UNREADABLE as err:
-        return f"unreadable ({err})"
-    return None if "config.json" in names else "the archive has no config.json"
-
-
-def _hdf5_problem(path: Path) -> str | None:
-    head = _head(path, HDF5_OFFSETS[-1] + len(HDF5_MAGIC))
-    if any(head[at:at + len(HDF5_MAGIC)] == HDF5_MAGIC for at in HDF5_OFFSETS):
-        return None
-    return "not an HDF5 file"
 
 
 def check_data(project, loaded) -> None:

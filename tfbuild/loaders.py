@@ -53,7 +53,7 @@ def _labels(project: Project, loaded: LoadedRecipe) -> list[str] | None:
     spec = loaded.recipe.mobile.labels
     if spec is None:
         return None
-    from tfbuild.metadata import label_lines
+    from tfbuild.data import label_lines
 
     return label_lines((project.root / spec).read_text(encoding="utf-8"))
 

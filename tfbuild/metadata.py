@@ -38,11 +38,6 @@ IMAGE_ONLY = ("color_space", "normalization")
 MEDIAPIPE_IMAGE_DTYPES = ("uint8", "float32")
 
 
-def label_lines(text: str) -> list[str]:
-    """One label per non-empty line, stripped: how the generated loaders read a labels file."""
-    return [line.strip() for line in text.splitlines() if line.strip()]
-
-
 def extra_installed() -> bool:
     """Whether the extra is installed, found without importing it (mediapipe imports TensorFlow)."""
     return importlib.util.find_spec(EXTRA_DISTRIBUTION) is not None
@@ -228,6 +223,8 @@ def _pack_labels(spec: str, classes: int, output: str, files: dict[str, bytes], 
     """Read a labels file, check it has one label per class, and add it to the files to pack as
     the official writers write labels: one per line, joined by newlines."""
     root, file, key = where
+    from tfbuild.data import label_lines  # numpy: not on the planning path
+
     try:
         lines = label_lines((root / spec).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as err:

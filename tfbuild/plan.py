@@ -10,45 +10,25 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from tfbuild import RECIPE_SCHEMA_VERSION, __version__, keras2
+from tfbuild import RECIPE_SCHEMA_VERSION, __version__
+from tfbuild.conversion import modes, sources
+from tfbuild.conversion.sources import Kind
 from tfbuild.errors import UserError
 from tfbuild.fingerprint import sha256_json
 from tfbuild.project import LoadedRecipe, Project
 from tfbuild.registry import check_attribute, source_files
 
-# Each tool by the distributions that may provide it (the first one installed wins).
-TOOL_DISTRIBUTIONS = {
-    "tensorflow": ("tensorflow", "tensorflow-cpu", "tensorflow-intel", "tensorflow-macos", "tf-nightly"),
-    "keras": ("keras", "keras-nightly"),
-    "ai-edge-litert": ("ai-edge-litert", "ai-edge-litert-nightly"),
-}
-VERSIONS_SEAM = "TFBUILD_TOOL_VERSIONS"  # JSON dict; lets tests simulate a tool upgrade
 REPORT_FILE = "report.json"
 GOLDEN_FILE = "golden.json"
 
 
-def tool_versions() -> dict[str, str]:
-    """Versions that change outputs, read from package metadata (no import of TensorFlow)."""
-    found = {"tfbuild": __version__, "recipe-schema": str(RECIPE_SCHEMA_VERSION)}
-    for tool, candidates in TOOL_DISTRIBUTIONS.items():
-        found[tool] = "missing"
-        for dist in candidates:
-            try:
-                found[tool] = version(dist) if dist == tool else f"{dist} {version(dist)}"
-                break
-            except PackageNotFoundError:
-                continue
-    found.update(json.loads(os.environ.get(VERSIONS_SEAM) or "{}"))
-    return found
-
-
-def _seamed(tool: str, installed) -> str | None:
-    """A tool only some targets depend on: its installed version, or the tests' simulated one."""
-    simulated = json.loads(os.environ.get(VERSIONS_SEAM) or "{}")
-    return simulated[tool] if tool in simulated else installed()
+def tool_versions(kind: Kind | None = None) -> dict[str, str]:
+    """The versions a source kind's targets depend on (every kind's, without one): tfbuild's,
+    the recipe schema's, and the kind's tools' (read from package metadata: no import)."""
+    tools = sources.tool_versions(kind.tools if kind is not None else None)
+    return {"tfbuild": __version__, "recipe-schema": str(RECIPE_SCHEMA_VERSION), **tools}
 
 
 @dataclass
@@ -57,10 +37,10 @@ class TargetPlan:
     name: str
     out_dir: Path
     key: str
-    inputs: dict[str, str]  # "file:<path>" / "version:<dist>" / "config" -> digest or value
+    inputs: dict[str, str | None]  # "file:<path>" / "version:<dist>" / "config" -> digest or value
     config: dict[str, object]  # flattened resolved recipe keys this target depends on
     loader_key: str | None
-    loader_inputs: dict[str, str]
+    loader_inputs: dict[str, str | None]
     action: str = "none"  # none | convert | render | rejected
     reasons: list[str] = field(default_factory=list)
     input_paths: dict[str, Path] = field(default_factory=dict)  # "file:<path>" -> the path as the recipe says it
@@ -118,7 +98,7 @@ def conversion_inputs(project: Project, loaded: LoadedRecipe) -> dict[str, Path]
     """Every file the conversion of any target of this recipe reads, by display name."""
     recipe = loaded.recipe
     files: list[Path] = []
-    if recipe.model.source.startswith("py:"):
+    if sources.kind_of(recipe.model, project.root, file=loaded.file).python:
         files += _py_source_files(project, loaded, recipe.model.source, "model.source")
     else:
         files.append(_input_path(project, loaded, recipe.model.source, "model.source", allow_dir=True))
@@ -174,7 +154,7 @@ def _check_output_dir(project: Project, loaded: LoadedRecipe, out_root: Path, in
 
 def _check_needs(loaded: LoadedRecipe, target_name: str) -> None:
     target = loaded.recipe.targets[target_name]
-    if target.quantize in ("int8", "int16x8") and loaded.recipe.data.calibration is None:
+    if modes.mode(target.quantize).calibrates and loaded.recipe.data.calibration is None:
         raise UserError(f"quantize: {target.quantize} needs calibration data", file=loaded.file,
                         key=f"targets.{target_name}.quantize",
                         expected="data.calibration: a .npz/.npy file or py:module:function")
@@ -188,7 +168,7 @@ def _check_needs(loaded: LoadedRecipe, target_name: str) -> None:
                         hint="or set mobile.ios.api: compiled_model (LiteRT reads int8)")
 
 
-def _metadata_inputs(project: Project, loaded: LoadedRecipe, target: str) -> tuple[dict, dict[str, str], dict]:
+def _metadata_inputs(project: Project, loaded: LoadedRecipe, target: str) -> tuple[dict, dict[str, str | None], dict]:
     """What a target's TFLite metadata adds to its key: the recipe's `metadata` section (config;
     only for targets that have metadata, so that the others keep their keys), the labels files
     it packs into the .tflite (and their paths), and the version of the extra that writes it."""
@@ -198,7 +178,7 @@ def _metadata_inputs(project: Project, loaded: LoadedRecipe, target: str) -> tup
     if wanted is None:
         return {}, {}, {}
     config = flatten(loaded.raw["metadata"], "metadata") if loaded.raw.get("metadata") else {}
-    found = {f"version:{metadata.EXTRA_DISTRIBUTION}": metadata.extra_version()}
+    found: dict[str, str | None] = {f"version:{metadata.EXTRA_DISTRIBUTION}": metadata.extra_version()}
     paths = {}
     for key, spec in metadata.label_files(wanted).items():
         path = _input_path(project, loaded, spec, key)
@@ -208,22 +188,22 @@ def _metadata_inputs(project: Project, loaded: LoadedRecipe, target: str) -> tup
 
 
 def plan_recipe(project: Project, loaded: LoadedRecipe, target_names: list[str],
-                versions: dict[str, str], template_files: dict[str, Path]) -> list[TargetPlan]:
+                template_files: dict[str, Path]) -> list[TargetPlan]:
     digests = project.digests
+    kind = sources.kind_of(loaded.recipe.model, project.root, file=loaded.file)
     inputs_by_name = conversion_inputs(project, loaded)
     out_root = loaded.output_dir(project.root)
     _check_output_dir(project, loaded, out_root, inputs_by_name)
     file_digests = {f"file:{name}": digests.path(path) for name, path in inputs_by_name.items()}
-    version_inputs = {f"version:{dist}": value for dist, value in versions.items()}
+    version_inputs = {f"version:{dist}": value for dist, value in tool_versions(kind).items()}
     version_inputs.update(external_versions(loaded, project))
-    version_inputs.update(keras2.key_versions(project.root, loaded.recipe.model.source, digests,
-                                              _seamed(keras2.DISTRIBUTION, keras2.tool_version)))
+    version_inputs.update(kind.key_versions(project.root, loaded.recipe.model.source, digests))
     raw = loaded.raw
     mobile = raw.get("mobile")
-    loader_files: dict[str, str] = {}
+    loader_files: dict[str, str | None] = {}
     if mobile:
         loader_files = {f"file:{label}": digests.file(p) for label, p in template_files.items()}
-        if loaded.recipe.mobile.labels:
+        if loaded.recipe.mobile is not None and loaded.recipe.mobile.labels:
             labels = _input_path(project, loaded, loaded.recipe.mobile.labels, "mobile.labels")
             loader_files[f"file:{project.rel(labels)}"] = digests.file(labels)
     plans = []
@@ -236,7 +216,7 @@ def plan_recipe(project: Project, loaded: LoadedRecipe, target_names: list[str],
         config["output_dir"] = project.rel(out_root)
         inputs = {**file_digests, **version_inputs, **metadata_inputs, "config": sha256_json(config)}
         key = sha256_json(inputs)
-        loader_inputs: dict[str, str] = {}
+        loader_inputs: dict[str, str | None] = {}
         loader_key = None
         if mobile:
             loader_inputs = {**loader_files, "mobile": sha256_json(mobile), "conversion": key}

@@ -17,6 +17,10 @@ import signal
 from dataclasses import dataclass
 from multiprocessing.connection import wait
 from pathlib import Path
+from typing import Any
+
+from tfbuild import jobs
+from tfbuild.jobs import Event, JobSpec
 
 MAX_JOBS = int(os.environ.get("TFBUILD_WORKER_MAX_JOBS", "16"))
 MAX_RSS_MB = int(os.environ.get("TFBUILD_WORKER_MAX_RSS_MB", "3072"))
@@ -25,8 +29,8 @@ START_COST_S = 2.0  # a new worker's TensorFlow import on an idle core (bench_in
 
 @dataclass
 class Worker:
-    process: object
-    connection: object
+    process: Any  # multiprocessing's spawn Process
+    connection: Any  # the parent's end of its duplex pipe
     warm_log: str | None = None
     jobs: int = 0
 
@@ -59,7 +63,7 @@ def start_worker(warm_log: str | None = None) -> Worker:
 class WorkerPool:
     """The local executor. Like every executor it takes jobs (`submit`) and hands back each
     job's messages in the worker protocol (`events`), a job's last message being the one
-    `worker.ends_job` says ends it, or a `lost` message when its worker died."""
+    `jobs.ends_job` says ends it, or a `lost` message when its worker died."""
 
     ships_inputs = False  # its workers read the project's files where they are
     start_cost_s = START_COST_S
@@ -67,23 +71,23 @@ class WorkerPool:
     def __init__(self, size: int, warm: list[Worker] | None = None):
         self.slots = size
         self.idle: list[Worker] = list(warm or [])
-        self.busy: dict[object, tuple[Worker, str]] = {}  # connection -> worker, job id
-        self.said: list[tuple[str, dict]] = []  # messages of our own, handed out by the next events()
+        self.busy: dict[Any, tuple[Worker, str]] = {}  # connection -> worker, job id
+        self.said: list[tuple[str, Event]] = []  # messages of our own, handed out by the next events()
 
     def started(self) -> int:
         """Workers alive (busy, or idle and warm): a job for one of them costs no start."""
         return len(self.busy) + len(self.idle)
 
-    def submit(self, job_id: str, payload: dict, inputs: dict) -> str:
+    def submit(self, job_id: str, payload: JobSpec, inputs: dict[str, Path]) -> str:
         """Send a job to an idle worker (started if none is idle); what the job is waiting for."""
         worker = self._send(payload)
         warm = worker.jobs > 0 or worker.warm_log is not None
         worker.jobs += 1
         self.busy[worker.connection] = (worker, job_id)
-        self.said.append((job_id, {"event": "where", "where": f"local worker, pid {worker.pid}"}))
+        self.said.append((job_id, jobs.where(f"local worker, pid {worker.pid}")))
         return "starting" if warm else "starting a worker (importing TensorFlow)"
 
-    def _send(self, payload: dict) -> Worker:
+    def _send(self, payload: JobSpec) -> Worker:
         """An idle worker that died while it waited (OOM killer, a stray signal) is replaced."""
         while self.idle:
             worker = self.idle.pop()
@@ -96,7 +100,7 @@ class WorkerPool:
         worker.connection.send(payload)
         return worker
 
-    def events(self, timeout: float) -> list[tuple[str, dict]]:
+    def events(self, timeout: float) -> list[tuple[str, Event]]:
         """Messages of every job that has some (waiting up to `timeout` for the first)."""
         said, self.said = self.said, []
         if not self.busy:
@@ -112,11 +116,11 @@ class WorkerPool:
             out += self._drain(worker)
         return out
 
-    def _drain(self, worker: Worker) -> list[tuple[str, dict]]:
-        from tfbuild.worker import ends_job
+    def _drain(self, worker: Worker) -> list[tuple[str, Event]]:
+        from tfbuild.jobs import ends_job
 
         job_id = self.busy[worker.connection][1]
-        out = []
+        out: list[tuple[str, Event]] = []
         while True:
             try:
                 if not worker.connection.poll():
@@ -132,14 +136,14 @@ class WorkerPool:
                 self.release(worker)
                 return out
 
-    def _lost(self, worker: Worker) -> dict:
+    def _lost(self, worker: Worker) -> Event:
         worker.process.join(timeout=5)
         code = worker.process.exitcode
         self.discard(worker)
         how = (f"killed by {signal.Signals(-code).name}" if code is not None and code < 0
                else f"exit code {code}")
         hint = " (out of memory?)" if code == -signal.SIGKILL else ""
-        return {"event": "lost", "message": f"{how}{hint}"}
+        return jobs.lost(f"{how}{hint}")
 
     def release(self, worker: Worker) -> None:
         """The job is over: keep the worker for the next job, or retire it if it is worn."""

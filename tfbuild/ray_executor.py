@@ -24,28 +24,25 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import queue
-import shutil
 import socket
 import sys
 import tempfile
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tfbuild import jobs
 from tfbuild.errors import UserError
-from tfbuild.fingerprint import sha256_bytes, tree_files
+from tfbuild.jobs import Event, JobSpec, ends_job
 from tfbuild.project import PROJECT_FILE
+from tfbuild.remote_jobs import RemoteJob, run_in_private_folder, shipped_files
 
 EXTRA = "pip install 'tfbuild[ray]'"
 A_CLUSTER = "a running cluster (`ray start --head`), then --executor ray:HOST:PORT, ray://HOST:PORT or RAY_ADDRESS"
 AN_ADDRESS = "HOST:PORT, or ray://HOST:PORT for Ray Client"
 CONNECT_TIMEOUT_S = 5.0
-LOG_LIMIT = 1 << 20  # what a remote job's log may bring back
-JOB_FOLDER = "tfbuild-job-"  # + the Ray worker's pid, so that the next job can sweep a dead one's
 
 
 class RaySettings(BaseModel):
@@ -67,16 +64,6 @@ def settings(root: Path, flag_address: str | None) -> RaySettings:
     found = validated(RaySettings, section, file, prefix="ray")
     found.address = flag_address or os.environ.get("RAY_ADDRESS") or found.address or "auto"
     return found
-
-
-@dataclass
-class RemoteJob:
-    job_id: str
-    payload: dict
-    files: dict  # project-relative path -> ObjectRef of its bytes
-    attempt: int = 1
-    finished: set[str] = field(default_factory=set)  # targets whose report has arrived
-    said: set[str] = field(default_factory=set)  # notes shown already (a second attempt repeats them)
 
 
 class RayExecutor:
@@ -112,15 +99,14 @@ class RayExecutor:
         self.running: dict[object, RemoteJob] = {}  # the task's generator (or result) -> its job
         detail(f"ray: connected to {where}, {cpus:g} CPU(s); {self.slots} job(s) at a time")
 
-    def submit(self, job_id: str, payload: dict, inputs: dict[str, Path]) -> str:
-        files = {rel: self._ship(path) for name, top in inputs.items() for rel, path in _files(name, top)}
+    def submit(self, job_id: str, payload: JobSpec, inputs: dict[str, Path]) -> str:
+        files = {rel: self._ship(path) for name, top in inputs.items() for rel, path in shipped_files(name, top)}
         Path(payload["log"]).write_text("running on the Ray cluster: the job's log replaces this when it ends\n")
         self._start(RemoteJob(job_id, payload, files))
         return "queued on the Ray cluster"
 
     def _start(self, job: RemoteJob) -> None:
-        payload = {**job.payload, "targets": [t for t in job.payload["targets"] if t["name"] not in job.finished]}
-        self.running[self._task.remote(payload, job.files)] = job
+        self.running[self._task.remote(job.remaining(), job.files)] = job
 
     def _ship(self, path: Path):
         import ray
@@ -130,7 +116,7 @@ class RayExecutor:
             self._shipped[real] = ray.put(real.read_bytes())
         return self._shipped[real]
 
-    def events(self, timeout: float) -> list[tuple[str, dict]]:
+    def events(self, timeout: float) -> list[tuple[str, Event]]:
         import ray
 
         if not self.running:
@@ -138,28 +124,22 @@ class RayExecutor:
         ready, rest = ray.wait(list(self.running), num_returns=1, timeout=timeout)
         if ready and rest:
             ready += ray.wait(rest, num_returns=len(rest), timeout=0)[0]
-        out: list[tuple[str, dict]] = []
+        out: list[tuple[str, Event]] = []
         for handle in ready:
             out += self._drain(handle)
         return out
 
-    def _drain(self, handle) -> list[tuple[str, dict]]:
+    def _drain(self, handle) -> list[tuple[str, Event]]:
         """Every message the task has sent so far; the job is forgotten after its last one."""
         import ray
 
-        from tfbuild.worker import ends_job
-
         job = self.running[handle]
-        out = []
+        out: list[tuple[str, Event]] = []
         try:
-            for message in self._available(handle):
-                message = _arrived(job.payload, message)
-                if message.get("target") and message["event"] in ("done", "failed", "crashed"):
-                    job.finished.add(message["target"])
-                if message["event"] == "note":
-                    if message["message"] in job.said:
-                        continue
-                    job.said.add(message["message"])
+            for sent in self._available(handle):
+                message = job.received(sent)
+                if message is None:
+                    continue
                 out.append((job.job_id, message))
                 if message["event"] == "lost" or ends_job(message):
                     del self.running[handle]
@@ -169,7 +149,7 @@ class RayExecutor:
             out.append((job.job_id, self._retry_or_lose(job, err)))
         return out
 
-    def _available(self, handle) -> Iterator[dict]:
+    def _available(self, handle) -> Iterator[Event]:
         """The task's messages that have arrived: one by one from a generator task; all at
         once, when the task is over, through Ray Client."""
         import ray
@@ -184,26 +164,21 @@ class RayExecutor:
                     break
                 if not ray.wait([handle], timeout=0)[0]:
                     return
-        yield {"event": "lost", "message": "the Ray task ended without a result", "worker_died": False}
+        yield jobs.lost("the Ray task ended without a result", worker_died=False)
 
-    def _retry_or_lose(self, job: RemoteJob, err) -> dict:
-        """A job whose worker or node died runs again (the targets it had not finished), up to
-        `max_retries` times; then it is lost, with the cause."""
+    def _retry_or_lose(self, job: RemoteJob, err) -> Event:
+        """A job whose worker or node died runs again (remote_jobs.RemoteJob.after_death);
+        a task that failed otherwise is lost, with the cause."""
         import ray
 
         died = isinstance(err, (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
                                 ray.exceptions.OutOfMemoryError))
-        cause = _lost_cause(err)
-        if died and all(t["name"] in job.finished for t in job.payload["targets"]):
-            return {"event": "finished"}  # it died after its last report: nothing to run again
-        if died and job.attempt <= self.config.max_retries:
-            job.attempt += 1
+        if not died:
+            return jobs.lost(_lost_cause(err), worker_died=False)
+        again, said = job.after_death(_lost_cause(err), self.config.max_retries)
+        if again:
             self._start(job)
-            return {"event": "note", "message": f"{cause}; running the job again "
-                                                f"(attempt {job.attempt} of {self.config.max_retries + 1})"}
-        if died and job.attempt > 1:
-            cause += f" (tried {job.attempt} times)"
-        return {"event": "lost", "message": cause, "worker_died": died}
+        return said
 
     def shutdown(self) -> None:
         import ray
@@ -326,160 +301,22 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
-def _files(name: str, top: Path) -> Iterator[tuple[str, Path]]:
-    """A job input by project-relative path; a folder input (a SavedModel) file by file, the
-    files its digest covers."""
-    if top.is_dir():
-        for path in tree_files(top):
-            yield f"{name}/{path.relative_to(top).as_posix()}", path
-    else:
-        yield name, top
-
-
-def _arrived(payload: dict, message: dict) -> dict:
-    """Bring a remote message home: a target's files are checked and written into this build's
-    staging folder (where the local executor's workers write them), the job's log into its log."""
-    log = message.pop("log_text", None)
-    if log is not None:
-        Path(payload["log"]).write_text(log)
-    if message["event"] == "done":
-        from tfbuild.run import write_staged
-
-        result = message["result"]
-        blobs, digests = result.pop("blobs"), result.pop("digests")
-        damaged = sorted(name for name, data in blobs.items() if sha256_bytes(data) != digests[name])
-        if damaged:
-            return {"event": "crashed", "target": message["target"], "stage": "bringing outputs back",
-                    "message": f"{', '.join(damaged)} arrived damaged (sha256 mismatch)"}
-        write_staged(Path(next(t["stage"] for t in payload["targets"] if t["name"] == message["target"])), blobs)
-    return message
-
-
 # ---------------------------------------------------------------- on the cluster
 
 
-def run_remote(payload: dict, files: dict) -> Iterator[dict]:
-    """The Ray task: the job's inputs laid out in a private folder, the job run there, each
-    message sent on as it happens, outputs attached as bytes. Runs on a cluster node."""
+def run_remote(payload: JobSpec, files: dict) -> Iterator[Event]:
+    """The Ray task: the job run in a private folder of a cluster node (remote_jobs), each event
+    sent on as it happens, outputs attached as bytes."""
     import ray
 
     node = ray.util.get_node_ip_address()
-    yield {"event": "where", "where": f"Ray node {node}, pid {os.getpid()}"}
-    drift = _version_drift(payload["version_inputs"])
-    if drift:
-        yield {"event": "user_error", "error": UserError(
-            f"the Ray node {node} has {drift}: its outputs would not match their keys",
-            expected=f"the same versions on the cluster (its image, or ray.runtime_env in {PROJECT_FILE})",
-        ).to_dict()}
-        return
-    _sweep_dead_job_folders()
-    work = Path(tempfile.mkdtemp(prefix=f"{JOB_FOLDER}{os.getpid()}-"))
-    try:
-        for (rel, _), data in zip(files.items(), ray.get(list(files.values()))):
-            (work / rel).parent.mkdir(parents=True, exist_ok=True)
-            (work / rel).write_bytes(data)
-        job = {**payload, "root": str(work), "log": str(work / ".tfbuild-job.log"),
-               "targets": [{**t, "stage": str(work / ".tfbuild-stage" / t["name"])} for t in payload["targets"]]}
-        yield from _streamed(job)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    yield jobs.where(f"Ray node {node}, pid {os.getpid()}")
+    yield from run_in_private_folder(payload, lambda: dict(zip(files, ray.get(list(files.values())))),
+                                     f"Ray node {node}", "ray.runtime_env")
 
 
-def run_remote_collected(payload: dict, files: dict) -> list[dict]:
+def run_remote_collected(payload: JobSpec, files: dict) -> list[Event]:
     """`run_remote` for Ray Client, which cannot stream a generator's values: all at the end."""
     return list(run_remote(payload, files))
 
 
-def _version_drift(wanted: dict[str, str]) -> str | None:
-    """What this node has that differs from the versions the job's keys name ("version:<x>")."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    from tfbuild.plan import tool_versions
-
-    here = {f"version:{tool}": value for tool, value in tool_versions().items()}
-    drift = []
-    for key, value in sorted(wanted.items()):
-        if key not in here:
-            try:
-                here[key] = version(key.removeprefix("version:"))
-            except PackageNotFoundError:
-                here[key] = "missing"
-        if here[key] != value:
-            drift.append(f"{key.removeprefix('version:')} {here[key]} where this build has {value}")
-    return "; ".join(drift) or None
-
-
-def _sweep_dead_job_folders() -> None:
-    """A job folder whose Ray worker was killed (cancelled, crashed, out of memory) never ran its
-    cleanup: the next job on the node removes it, so that model copies do not pile up."""
-    for folder in Path(tempfile.gettempdir()).glob(f"{JOB_FOLDER}*-*"):
-        pid = folder.name.removeprefix(JOB_FOLDER).split("-", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not Path(f"/proc/{pid}").exists():
-            shutil.rmtree(folder, ignore_errors=True)
-
-
-def _streamed(job: dict) -> Iterator[dict]:
-    """Run the job in a thread of this worker and yield its messages as they come; the last
-    one carries the job's log (TensorFlow's output, read once the job is over). However this
-    ends, the thread is waited for and the worker is left in a folder that will not vanish."""
-    from tfbuild.worker import ends_job, run_in_this_process
-
-    messages: queue.Queue = queue.Queue()
-
-    def run() -> None:
-        try:
-            with _output_to(job["log"]):
-                run_in_this_process(job, messages.put)
-        finally:
-            messages.put(None)
-
-    thread = threading.Thread(target=run, name="tfbuild-job", daemon=True)
-    thread.start()
-    last = None
-    try:
-        while (message := messages.get()) is not None:
-            if message["event"] == "done":
-                _attach_outputs(message, job)
-            if ends_job(message):
-                last = message  # sent with the log, once the job has written all of it
-                continue
-            yield message
-    finally:
-        thread.join()
-        os.chdir(tempfile.gettempdir())
-    if last is not None:
-        last["log_text"] = _tail(Path(job["log"]))
-        yield last
-
-
-def _attach_outputs(message: dict, job: dict) -> None:
-    stage = Path(next(t["stage"] for t in job["targets"] if t["name"] == message["target"]))
-    result = message["result"]
-    result["blobs"] = {name: (stage / name).read_bytes() for name in result["files"] + result.get("private", [])}
-    result["digests"] = {name: sha256_bytes(data) for name, data in result["blobs"].items()}
-
-
-@contextlib.contextmanager
-def _output_to(log: str):
-    """The job's stdout/stderr (the converter's MLIR dumps) into its log, then back to Ray's."""
-    from tfbuild.worker import redirect_output
-
-    saved = os.dup(1), os.dup(2)
-    try:
-        redirect_output(log)
-        yield
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        os.close(saved[0])
-        os.close(saved[1])
-
-
-def _tail(path: Path) -> str:
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return ""
-    return data[-LOG_LIMIT:].decode("utf-8", "replace")

@@ -12,7 +12,7 @@ import math
 import re
 import warnings
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError,
                       field_validator,
@@ -20,11 +20,16 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StringConstr
 
 from tfbuild import RECIPE_SCHEMA_VERSION
 from tfbuild.codegen.versions import VERSIONS
+from tfbuild.conversion import modes
+from tfbuild.conversion.modes import MODES
 from tfbuild.errors import UserError
+
+if TYPE_CHECKING:
+    from tfbuild import recipe_yaml
 
 NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
 DType = Literal["float32", "float16", "int8", "uint8", "int16", "int32", "int64", "bool"]
-Quantize = Literal["float32", "float16", "dynamic", "int8", "int16x8"]
+Quantize = Literal[tuple(MODES)]  # type: ignore[valid-type]  # one Literal case per registered mode
 COMPOSING_PACKAGES = ("hydra", "omegaconf", "yaml", "antlr4")  # what compose() hands recipes to
 MAX_PATH_BYTES = 1024  # inputs and outputs named in a recipe; the project root comes on top
 MAX_PROBLEMS_SHOWN = 10  # a recipe pasted into the wrong file has hundreds; the first ones tell
@@ -199,9 +204,7 @@ class MetadataSection(Strict):
 
 
 class Target(Strict):
-    quantize: Quantize = Field("float32", description=(
-        "float32 (no quantization), float16, dynamic (dynamic-range int8 weights), int8 (full "
-        "integer, calibrated), int16x8 (int16 activations, int8 weights, calibrated)."))
+    quantize: Quantize = Field("float32", description=modes.described() + ".")
     io: Literal["float32", "int8", "uint8", "int16"] = Field("float32", description=(
         "Type of the model's inputs and outputs. int8/uint8 need quantize: int8; int16 needs int16x8."))
     select_tf_ops: bool = Field(False, description=(
@@ -225,13 +228,10 @@ class Target(Strict):
 
     @model_validator(mode="after")
     def _io_matches_quantization(self) -> "Target":
-        if self.io in ("int8", "uint8") and self.quantize != "int8":
-            raise ValueError(f"io: {self.io} needs quantize: int8 (got quantize: {self.quantize})")
-        if self.io == "int16" and self.quantize != "int16x8":
-            raise ValueError(f"io: int16 needs quantize: int16x8 (got quantize: {self.quantize})")
-        if self.float_fallback != "none" and self.quantize != "int8":
-            raise ValueError(f"float_fallback needs quantize: int8 (got quantize: {self.quantize}); "
-                             "TensorFlow's int16x8 quantizer cannot keep chosen layers in float")
+        problem = modes.io_problem(self.quantize, self.io) or (
+            modes.fallback_problem(self.quantize) if self.float_fallback != "none" else None)
+        if problem:
+            raise ValueError(problem)
         if isinstance(self.float_fallback, list) and not self.float_fallback:
             raise ValueError("float_fallback: an empty list; use none")
         return self

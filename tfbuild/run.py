@@ -19,10 +19,14 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from tfbuild.conversion import modes
 from tfbuild.errors import UserError, machine_fault
-from tfbuild.plan import TargetPlan, tool_versions
+from tfbuild.jobs import Done, Event, Executor, Failed, JobSpec, TargetResult, TargetSpec
+from tfbuild.plan import TargetPlan
 from tfbuild.project import Project
+from tfbuild.staging import STAGING_PREFIX, promote, remove_outputs, remove_staging, write_staged
 from tfbuild.state import BuildState
 
 
@@ -42,7 +46,7 @@ class Outcome:
 @dataclass
 class Options:
     keep_going: bool = False
-    cache: object = None  # a cache.RemoteCache, or None
+    cache: Any = None  # a cache.RemoteCache, or None
     read_cache: bool = True  # -B rebuilds locally (and still pushes)
     check_inputs: bool = False  # inputs_check what the cache does not have (the caller did not)
 
@@ -57,8 +61,8 @@ class Job:
 
 
 class Builder:
-    def __init__(self, project: Project, state: BuildState, progress, options: Options, executor):
-        self.executor = executor  # pool.WorkerPool or ray_executor.RayExecutor
+    def __init__(self, project: Project, state: BuildState, progress, options: Options, executor: Executor):
+        self.executor = executor  # pool.WorkerPool, ray_executor.RayExecutor, or a test's fake
         self.project = project
         self.state = state
         self.progress = progress
@@ -66,13 +70,12 @@ class Builder:
         self.outcomes: list[Outcome] = []
         self.stop_scheduling = False
         self.run_id = f"{os.getpid()}-{secrets.token_hex(4)}"
-        self.versions = tool_versions()
 
     # ------------------------------------------------------------ entry
 
     def build(self, plans: list[TargetPlan]) -> list[Outcome]:
         roots = {plan.out_dir.parent for plan in plans}
-        _remove_staging(roots, "*")  # left by a killed build; we hold the project lock
+        remove_staging(roots, "*")  # left by a killed build; we hold the project lock
         jobs: dict[str, Job] = {}
         try:
             hits = self._cache_hits(plans)
@@ -92,7 +95,7 @@ class Builder:
             self._run_jobs(list(jobs.values()))
         finally:
             self.executor.shutdown()
-            _remove_staging(roots, self.run_id)
+            remove_staging(roots, self.run_id)
         return self.outcomes
 
     def _cache_hits(self, plans: list[TargetPlan]) -> dict[str, dict[str, bytes]]:
@@ -121,7 +124,7 @@ class Builder:
         build (no worker, no TensorFlow); loaders are rendered here."""
         started = time.perf_counter()
         write_staged(self._stage(plan), files)
-        result = {"files": sorted(files), "verdict": "passed", "failures": [], "warnings": []}
+        result: TargetResult = {"files": sorted(files), "verdict": "passed", "failures": [], "warnings": []}
         self._finish(self._land(plan, result, time.perf_counter() - started, status="cached"))
 
     def _stage(self, plan: TargetPlan) -> Path:
@@ -173,14 +176,15 @@ class Builder:
 
     def _submit(self, job: Job) -> None:
         first = job.plans[0].loaded
-        payload = {
+        targets: list[TargetSpec] = [
+            {"name": p.name, "recipe": job.recipe, "versions": _versions(p), "key": p.key,
+             "stage": str(self._stage(p)), "float_fallback_before": _last_fallback(self.state, p)}
+            for p in job.plans]
+        payload: JobSpec = {
             "recipe": first.recipe.model_dump(), "file": first.file, "root": str(self.project.root),
-            "log": str(self.project.private_dir("logs") / f"{job.recipe}.log"),
-            "targets": [{"name": p.name, "recipe": job.recipe, "versions": self.versions, "key": p.key,
-                         "stage": str(self._stage(p)), "float_fallback_before": _last_fallback(self.project, p)}
-                        for p in job.plans],
+            "log": str(self.project.private_dir("logs") / f"{job.recipe}.log"), "targets": targets,
+            "version_inputs": {k: v for p in job.plans for k, v in p.inputs.items() if k.startswith("version:")},
         }
-        payload["version_inputs"] = {k: v for p in job.plans for k, v in p.inputs.items() if k.startswith("version:")}
         job.pending = [p.name for p in job.plans]
         inputs = job_inputs(self.project, job.plans) if self.executor.ships_inputs else {}
         waiting = self.executor.submit(job.recipe, payload, inputs)
@@ -189,57 +193,60 @@ class Builder:
     def _plan(self, job: Job, name: str) -> TargetPlan:
         return next(p for p in job.plans if p.name == name)
 
-    def _handle(self, job: Job, message: dict) -> bool:
-        event = message["event"]
-        if event == "phase":
+    def _handle(self, job: Job, message: Event) -> bool:
+        """Act on one event of a job (tfbuild.jobs); True when it was the job's last."""
+        if message["event"] == "phase":
             target = message["target"]
             job.stage = message["phase"]
             self.progress.phase(job.recipe, f"{job.recipe}:{target}" if target else job.recipe, message["phase"])
-            return False
-        if event == "note":
+        elif message["event"] == "note":
             self.progress.note(job.recipe, message["message"])
-            return False
-        if event == "where":
+        elif message["event"] == "where":
             self.progress.detail(f"{job.recipe}: {message['where']}")
-            return False
-        if event == "lost":  # the executor lost the job: its worker (or node) died, or the task failed
+        elif message["event"] == "started":
+            job.stage = "converting"
+            job.started[message["target"]] = time.perf_counter()
+            self.progress.start(self._plan(job, message["target"]))
+        elif message["event"] == "done":
+            plan = self._reported(job, message["target"])
+            self._finish(self._land_or_fault(plan, message["result"], self._seconds(job, message)))
+        elif message["event"] == "failed":
+            self._failed(job, self._reported(job, message["target"]), message)
+        elif message["event"] == "crashed":
+            crash = [f"crashed while {message['stage']}: {message['message']}", f"log: {self._log(job)}"]
+            if "target" not in message:
+                self._fail_pending(job, "crashed", crash)
+                return True
+            self._finish(Outcome(self._reported(job, message["target"]), "crashed", messages=crash))
+        elif message["event"] == "lost":  # the executor lost the job: its worker (or node) died, or the task failed
             how = "worker died" if message.get("worker_died", True) else "failed"
             self._fail_pending(job, "crashed", [f"{how} while {job.stage}: {message['message']}",
                                                 f"log: {self._log(job)}"])
             return True
-        if event == "started":
-            job.stage = "converting"
-            job.started[message["target"]] = time.perf_counter()
-            self.progress.start(self._plan(job, message["target"]))
-            return False
-        if event in ("done", "failed"):
-            name = message["target"]
-            job.pending.remove(name)
-            plan = self._plan(job, name)
-            # the worker's own clock when it sent one (Ray Client delivers a job's messages at once)
-            seconds = message.get("seconds", time.perf_counter() - job.started.get(name, time.perf_counter()))
-            if event == "done":
-                self._finish(self._land_or_fault(plan, message["result"], seconds))
-            elif message.get("machine_fault"):  # not these inputs' fault: the next run builds it again
-                self._finish(Outcome(plan, "failed", seconds, [message["message"]]))
-            else:
-                self.state.record(plan, verdict="failed", outputs=[], failures=[message["message"]])
-                self.state.save()
-                self._finish(Outcome(plan, "failed", seconds, [message["message"], f"log: {self._log(job)}"]))
-            return False
-        if event == "finished":
+        elif message["event"] == "user_error":
+            self._fail_pending(job, "error", [UserError.from_dict(message["error"]).render()])
             return True
-        if event == "user_error":
-            error = UserError.from_dict(message["error"])
-            self._fail_pending(job, "error", [error.render()])
-            return True
-        crash = [f"crashed while {message['stage']}: {message['message']}", f"log: {self._log(job)}"]
-        if message.get("target"):  # one target crashed; the worker goes on with the others
-            job.pending.remove(message["target"])
-            self._finish(Outcome(self._plan(job, message["target"]), "crashed", messages=crash))
-            return False
-        self._fail_pending(job, "crashed", crash)
-        return True
+        else:
+            return message["event"] == "finished"
+        return False
+
+    def _reported(self, job: Job, name: str) -> TargetPlan:
+        """The plan of a target whose report has arrived: no longer pending."""
+        job.pending.remove(name)
+        return self._plan(job, name)
+
+    def _seconds(self, job: Job, message: Done | Failed) -> float:
+        """The worker's own clock where it sent one (Ray Client delivers a job's messages at once)."""
+        return message.get("seconds", time.perf_counter() - job.started.get(message["target"], time.perf_counter()))
+
+    def _failed(self, job: Job, plan: TargetPlan, message: Failed) -> None:
+        seconds = self._seconds(job, message)
+        if message.get("machine_fault"):  # not these inputs' fault: the next run builds it again
+            self._finish(Outcome(plan, "failed", seconds, [message["message"]]))
+            return
+        self.state.record(plan, verdict="failed", outputs=[], failures=[message["message"]])
+        self.state.save()
+        self._finish(Outcome(plan, "failed", seconds, [message["message"], f"log: {self._log(job)}"]))
 
     def _log(self, job: Job) -> str:
         return self.project.rel(self.project.state_dir / "logs" / f"{job.recipe}.log")
@@ -251,7 +258,7 @@ class Builder:
 
     # ------------------------------------------------------------ promotion
 
-    def _land_or_fault(self, plan: TargetPlan, result: dict, seconds: float) -> Outcome:
+    def _land_or_fault(self, plan: TargetPlan, result: TargetResult, seconds: float) -> Outcome:
         """Promotion, or the machine's fault (a full disk, a read-only build folder) as a failed
         target that says so: what was in place stays, and the next run builds it again."""
         try:
@@ -262,7 +269,7 @@ class Builder:
                 raise
             return Outcome(plan, "failed", seconds, [fault])
 
-    def _land(self, plan: TargetPlan, result: dict, seconds: float, status: str = "built") -> Outcome:
+    def _land(self, plan: TargetPlan, result: TargetResult, seconds: float, status: str = "built") -> Outcome:
         from tfbuild import analysis
 
         stage = self._stage(plan)
@@ -310,8 +317,8 @@ class Builder:
     def _render_only(self, plan: TargetPlan) -> None:
         started = time.perf_counter()
         self.progress.start(plan)
-        entry = self.state.get(plan.id)
-        outputs = [self.project.root / rel for rel in entry["outputs"]]
+        entry = self.state.get(plan.id) or {}  # a render-only plan has an entry: classify saw it
+        outputs = [self.project.root / rel for rel in entry.get("outputs", {})]
         try:
             loader_outputs = self._render(plan)
         except UserError as err:
@@ -320,45 +327,6 @@ class Builder:
         self.state.record(plan, verdict="passed", outputs=outputs, failures=[], loader_outputs=loader_outputs)
         self.state.save()
         self._finish(Outcome(plan, "rendered", time.perf_counter() - started))
-
-
-STAGING_PREFIX = ".tfbuild-staging-"
-
-
-def remove_outputs(root: Path, relative_paths) -> None:
-    """Delete recorded output files, then the folders they leave empty (never anything else)."""
-    for rel in relative_paths:
-        path = root / rel
-        path.unlink(missing_ok=True)
-        for parent in path.parents:
-            if parent == root or not parent.is_dir() or any(parent.iterdir()):
-                break
-            parent.rmdir()
-
-
-def _remove_staging(roots: set[Path], run_id: str) -> None:
-    for root in roots:
-        for stale in root.glob(f"{STAGING_PREFIX}{run_id}"):
-            shutil.rmtree(stale, ignore_errors=True)
-
-
-def write_staged(stage: Path, files: dict[str, bytes]) -> None:
-    """Outputs that were made elsewhere (a cache, a remote worker), written into staging as a
-    local worker would have written them."""
-    for name, data in files.items():
-        (stage / name).parent.mkdir(parents=True, exist_ok=True)
-        (stage / name).write_bytes(data)
-
-
-def promote(stage: Path, destination: Path, names: list[str]) -> list[Path]:
-    """Rename staged files into place one by one (same filesystem: each rename is atomic)."""
-    placed = []
-    for name in names:
-        target = destination / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(stage / name, target)
-        placed.append(target)
-    return placed
 
 
 def worth_starting(queued_s: float, running: int, start_cost_s: float, idle: float) -> bool:
@@ -378,7 +346,7 @@ def idle_cores() -> float:
         cores = os.cpu_count() or 1
     try:
         with open("/proc/loadavg") as handle:
-            running = int(handle.read().split()[3].split("/")[0]) - 1
+            running: float = int(handle.read().split()[3].split("/")[0]) - 1
     except (OSError, ValueError, IndexError):
         try:
             running = os.getloadavg()[0]
@@ -426,11 +394,17 @@ def job_inputs(project: Project, plans: list[TargetPlan]) -> dict[str, Path]:
     return dict(sorted(found.items()))
 
 
-def _last_fallback(project: Project, plan: TargetPlan) -> dict | None:
+def _versions(plan: TargetPlan) -> dict[str, str | None]:
+    """The versions a target's key names, as its report records them."""
+    return {name.removeprefix("version:"): value for name, value in plan.inputs.items()
+            if name.startswith("version:")}
+
+
+def _last_fallback(state: BuildState, plan: TargetPlan) -> dict | None:
     """The float-fallback set the last passing build chose (an auto search resumes from it); read
     here, so that a worker, local or remote, never reads the project's state."""
-    if plan.target.quantize not in ("int8", "int16x8") or plan.target.float_fallback != "auto":
+    if not modes.mode(plan.target.quantize).float_fallback or plan.target.float_fallback != "auto":
         return None
     from tfbuild.fallback import recorded
 
-    return recorded(project.root, plan.id)
+    return recorded(state.get(plan.id), state.committed.targets.get(plan.id))

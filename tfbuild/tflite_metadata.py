@@ -32,7 +32,7 @@ import zipfile
 
 import numpy as np
 
-from tfbuild.metadata import label_lines
+from tfbuild.data import label_lines
 
 METADATA_NAME = "TFLITE_METADATA"
 MODEL_IDENTIFIER = b"TFL3"

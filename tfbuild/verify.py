@@ -13,14 +13,6 @@ import time
 
 import numpy as np
 
-# Defaults per quantization mode when a recipe sets none (documented in docs/acceptance.md).
-DEFAULT_THRESHOLDS: dict[str, dict[str, float]] = {
-    "float32": {"min_cosine": 0.9999, "top1_agreement": 0.99},
-    "float16": {"min_cosine": 0.999, "top1_agreement": 0.98},
-    "dynamic": {"min_cosine": 0.99, "top1_agreement": 0.95},
-    "int8": {"min_cosine": 0.95, "top1_agreement": 0.9},
-    "int16x8": {"min_cosine": 0.99, "top1_agreement": 0.95},
-}
 CHECKED = ("top1_agreement", "min_accuracy", "max_accuracy_drop", "max_abs_error",
            "mean_abs_error", "min_cosine", "min_snr_db", "max_size_kb", "max_latency_ms", "max_float_ops")
 FLEX_PREFIX = "Flex"
@@ -29,7 +21,9 @@ INTEGER_DTYPES = ("int8", "uint8", "int16")
 
 def effective_thresholds(quantize: str, *layers: dict | None) -> tuple[dict, bool]:
     """Mode defaults, then recipe-wide `accept`, then the target's; and whether the user set any."""
-    merged: dict = dict(DEFAULT_THRESHOLDS[quantize])
+    from tfbuild.conversion.modes import mode
+
+    merged: dict = dict(mode(quantize).thresholds)  # documented in docs/acceptance.md
     merged.update({"latency_runs": 20, "latency_threads": 1, "waive": None})
     user_set = False
     for layer in layers:

@@ -14,6 +14,10 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from tfbuild.jobs import Event, JobSpec
 
 
 def redirect_output(log_path: str) -> None:
@@ -43,7 +47,7 @@ def main(connection, warm_log: str | None = None) -> None:
     _die_with_parent()
     if warm_log is not None:
         redirect_output(warm_log)
-        from tfbuild.convert import warm_up
+        from tfbuild.conversion.tf import warm_up
 
         warm_up()  # TensorFlow and Keras, imported while the parent plans
     first = True
@@ -67,18 +71,13 @@ def main(connection, warm_log: str | None = None) -> None:
     os._exit(0)
 
 
-def ends_job(message: dict) -> bool:
-    """The protocol's last message of a job: after it the worker is free for the next one."""
-    event = message["event"]
-    return event in ("finished", "user_error") or (event == "crashed" and not message.get("target"))
-
-
-def run_in_this_process(job: dict, emit, *, forget_modules: bool = True) -> None:
+def run_in_this_process(job: JobSpec, emit: Callable[[Event], None], *, forget_modules: bool = True) -> None:
     """Run one job here and report through `emit`, whatever happens. The job's project modules
     are importable while it runs; with `forget_modules` they are forgotten afterwards, so that a
     process whose jobs come from different folders (a Ray worker) never uses another job's copy
     of a module. The local pool's jobs share one project, whose modules may register things
     with TensorFlow when imported, which cannot be done twice."""
+    from tfbuild import jobs
     from tfbuild.errors import UserError
 
     root = job["root"]
@@ -87,17 +86,17 @@ def run_in_this_process(job: dict, emit, *, forget_modules: bool = True) -> None
     os.chdir(root)
     _fresh_keras_names()
     try:
-        from tfbuild.convert import run_job
+        from tfbuild.conversion.job import run_job
 
         run_job(job, emit)
-        emit({"event": "finished"})
+        emit(jobs.finished())
     except UserError as err:
-        emit({"event": "user_error", "error": err.to_dict()})
+        emit(jobs.user_error(err.to_dict()))
     except Exception as err:  # a bug, or user code raising: keep the traceback in the log
-        from tfbuild.convert import STAGE, describe_exception
+        from tfbuild.errors import describe_exception
 
         traceback.print_exc()
-        emit({"event": "crashed", "stage": STAGE["now"], "message": describe_exception(err)})
+        emit(jobs.crashed(jobs.STAGE["now"], describe_exception(err)))
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
