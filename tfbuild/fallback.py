@@ -290,23 +290,13 @@ def scored(trial: Trial) -> dict:
 
 def describe(info: dict, rows: list[dict]) -> str | None:
     """One line for the build output when a shipped model keeps layers in float."""
+    from tfbuild.report import layer_labels
+
     if not info.get("layers"):
         return None
     search = f" (search: {info['search']}, {info['trials']} trial(s))" if info.get("search") else ""
     return (f"float_fallback: {len(info['layers'])} layer(s) kept in float, which int8-only "
             f"accelerators run on the CPU{search}: {', '.join(layer_labels(info['layers'], rows))}")
-
-
-def layer_labels(layers: list[str], rows: list[dict]) -> list[str]:
-    """`#3 FULLY_CONNECTED functional_1/dense_1/MatMul…`: where an op is in the graph and what it
-    is, with the start of its tensor name (TensorFlow fuses the names of the ops it merges)."""
-    by_tensor = {row["tensor"]: row for row in rows}
-    labels = []
-    for name in layers:
-        short = name.split(";")[0] + ("…" if ";" in name else "")
-        row = by_tensor.get(name)
-        labels.append(f"#{row['index']} {row['op']} {short}" if row else short)
-    return labels
 
 
 # ---------------------------------------------------------------- a list in the recipe

@@ -154,3 +154,18 @@ def worst(rows: list[dict], count: int = 10) -> list[dict]:
     """The layers that cost the most when quantized, worst first: by the float-fallback search's
     ranking score (`cost`, where measured), then relative error, then graph order."""
     return sorted(rows, key=lambda r: (-r.get("cost", 0.0), -r["error"], r["index"]))[:count]
+
+
+def float_ops(model_bytes: bytes) -> dict:
+    """The ops of an integer model that still compute in float (a float output; the QUANTIZE and
+    DEQUANTIZE at its edges aside): what an int8-only NPU, DSP, Edge TPU or microcontroller runs on
+    the CPU or refuses. `{"count": n, "by_type": {op: n}, "tensors": [output names]}`."""
+    model = graph(model_bytes)
+    found = [(op["type"], model.name(op["outputs"][0])) for op in model.ops
+             if op["outputs"] and op["type"] not in verify.CONVERSION_OPS
+             and model.tensors[op["outputs"][0]]["dtype"] in verify.FLOAT_DTYPES]
+    by_type: dict[str, int] = {}
+    for kind, _ in found:
+        by_type[kind] = by_type.get(kind, 0) + 1
+    return {"count": len(found), "by_type": dict(sorted(by_type.items(), key=lambda kv: (-kv[1], kv[0]))),
+            "tensors": [name for _, name in found]}

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tfbuild import RECIPE_SCHEMA_VERSION, __version__
 from tfbuild.conversion import modes, sources
-from tfbuild.conversion.sources import Kind
+from tfbuild.conversion.kind import Kind
 from tfbuild.errors import UserError
 from tfbuild.fingerprint import sha256_json
 from tfbuild.project import LoadedRecipe, Project

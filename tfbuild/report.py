@@ -119,11 +119,22 @@ def headline_metrics(report: dict) -> str:
     return ", ".join(parts)
 
 
+def layer_labels(layers: list[str], rows: list[dict]) -> list[str]:
+    """`#3 FULLY_CONNECTED functional_1/dense_1/MatMul…`: where an op is in the graph and what it
+    is, with the start of its tensor name (TensorFlow fuses the names of the ops it merges)."""
+    by_tensor = {row["tensor"]: row for row in rows}
+    labels = []
+    for name in layers:
+        short = name.split(";")[0] + ("…" if ";" in name else "")
+        row = by_tensor.get(name)
+        labels.append(f"#{row['index']} {row['op']} {short}" if row else short)
+    return labels
+
+
 def layer_lines(report: dict, count: int = 8) -> list[str]:
     """What `explain` says about an integer target's layers: those kept in float (and how they
     were chosen, or the sets an unsuccessful search tried) and the worst layers of the fully
     quantized model, worst first."""
-    from tfbuild.fallback import layer_labels
     from tfbuild.layer_error import worst
 
     rows = report.get("layer_errors") or []
@@ -154,8 +165,6 @@ def layer_lines(report: dict, count: int = 8) -> list[str]:
 
 
 def _tried_line(entry: dict, rows: list[dict]) -> str:
-    from tfbuild.fallback import layer_labels
-
     layers = ", ".join(layer_labels(entry["layers"], rows)) or "none"
     if "passed" not in entry:  # a report written before the sets were scored
         return f"    [{layers}]"

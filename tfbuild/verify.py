@@ -96,23 +96,6 @@ FLOAT_DTYPES = ("float32", "float16")
 CONVERSION_OPS = ("QUANTIZE", "DEQUANTIZE")  # the edges between integer and float, not compute
 
 
-def float_ops(model_bytes: bytes) -> dict:
-    """The ops of an integer model that still compute in float (a float output; the QUANTIZE and
-    DEQUANTIZE at its edges aside): what an int8-only NPU, DSP, Edge TPU or microcontroller runs on
-    the CPU or refuses. `{"count": n, "by_type": {op: n}, "tensors": [output names]}`."""
-    from tfbuild.layer_error import graph
-
-    model = graph(model_bytes)
-    found = [(op["type"], model.name(op["outputs"][0])) for op in model.ops
-             if op["outputs"] and op["type"] not in CONVERSION_OPS
-             and model.tensors[op["outputs"][0]]["dtype"] in FLOAT_DTYPES]
-    by_type: dict[str, int] = {}
-    for kind, _ in found:
-        by_type[kind] = by_type.get(kind, 0) + 1
-    return {"count": len(found), "by_type": dict(sorted(by_type.items(), key=lambda kv: (-kv[1], kv[0]))),
-            "tensors": [name for _, name in found]}
-
-
 def float_op_types(found: dict) -> str:
     """`ELU x2, SOFTMAX`: the float ops of a `float_ops` record, most frequent first."""
     return ", ".join(f"{op} x{n}" if n > 1 else op for op, n in found["by_type"].items())

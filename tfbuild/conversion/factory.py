@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tfbuild.conversion.sources import Kind
+from tfbuild.conversion.kind import Kind
 
 if TYPE_CHECKING:
     from tfbuild.conversion.source import Source

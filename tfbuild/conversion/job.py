@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from tfbuild import data as data_mod
-from tfbuild import fallback, jobs, metadata, verify
+from tfbuild import fallback, jobs, layer_error, metadata, verify
 from tfbuild.conversion import modes, sources
 from tfbuild.conversion.keras_file import keras3_drift
 from tfbuild.conversion.source import Calibrated, Source
@@ -123,7 +123,7 @@ def _build_target(recipe: Recipe, item: TargetSpec, source: Source, calibration,
         def check(candidate: bytes) -> tuple[dict, list[str]]:
             metrics, _, _ = verify.measure(candidate, verify.signature(candidate), eval_inputs, labels,
                                            reference, source.batch, kinds)
-            metrics["float_ops"] = verify.float_ops(candidate)
+            metrics["float_ops"] = layer_error.float_ops(candidate)
             return metrics, verify.judge(metrics, thresholds, len(candidate) / 1024, None)
         context = fallback.Context(where[1], item["recipe"], recipe, item["name"], item["key"],
                                    item["float_fallback_before"])
@@ -207,7 +207,7 @@ def verify_model(model_bytes: bytes, eval_inputs, labels, reference, thresholds:
     warnings: list[str] = []
     signature = verify.signature(model_bytes)
     if integer:
-        found = verify.float_ops(model_bytes)
+        found = layer_error.float_ops(model_bytes)
         warnings += _float_ops_warning(found)
     if verify.uses_flex(signature):
         warnings.append("uses select TF ops: the app needs the Flex runtime "

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from tfbuild import keras2
 from tfbuild.conversion.source import Source
-from tfbuild.conversion.sources import Kind, seamed_version
+from tfbuild.conversion.kind import Kind, seamed_version
 from tfbuild.conversion.tf import tensorflow
 from tfbuild.errors import UserError, describe_exception
 from tfbuild.recipe import Recipe

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tfbuild.conversion.source import Source, apply_output_specs, pin_batch
-from tfbuild.conversion.sources import Kind
+from tfbuild.conversion.kind import Kind
 from tfbuild.conversion.tf import tensorflow
 from tfbuild.conversion.tflite_converter import TFGraph, concrete_source
 from tfbuild.errors import UserError, describe_exception

@@ -1,24 +1,21 @@
 """The registry of model source kinds: which kind a recipe's `model.source` is, and what each
-kind says about itself.
+kind says about itself (a `Kind`, conversion.kind).
 
 A kind answers, without TensorFlow: does it take this source (`matches`); is the source Python
 code whose module files enter the key (`python`); is the file what it claims (`check`, cheap:
 magic bytes, a zip's directory); which tools' versions enter its targets' keys (`tools`, plus
 `key_versions` for what depends on the file, like the Keras that wrote it). Loading (`load`)
 happens in a worker and imports what the kind needs there. Adding a kind is one module that
-defines a `Kind`, plus one line in `KINDS`.
+defines a `Kind` (conversion.kind), plus one line in `_kinds()`.
 """
 
 from __future__ import annotations
 
-import functools
-import json
-import os
-from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING
 
+from tfbuild.conversion import factory, keras_file, saved_model
+from tfbuild.conversion.kind import TOOL_DISTRIBUTIONS, VERSIONS_SEAM, Kind, tool_versions
 from tfbuild.errors import UserError
 from tfbuild.jobs import enter_stage
 
@@ -26,65 +23,9 @@ if TYPE_CHECKING:
     from tfbuild.conversion.source import Source
     from tfbuild.recipe import ModelSection, Recipe
 
-# Each tool by the distributions that may provide it (the first one installed wins).
-TOOL_DISTRIBUTIONS = {
-    "tensorflow": ("tensorflow", "tensorflow-cpu", "tensorflow-intel", "tensorflow-macos", "tf-nightly"),
-    "keras": ("keras", "keras-nightly"),
-    "ai-edge-litert": ("ai-edge-litert", "ai-edge-litert-nightly"),
-}
-TENSORFLOW_TOOLS = ("tensorflow", "keras", "ai-edge-litert")  # TensorFlow's converter, LiteRT's checks
-VERSIONS_SEAM = "TFBUILD_TOOL_VERSIONS"  # JSON dict; lets tests simulate a tool upgrade
-
-
-def tool_versions(tools: tuple[str, ...] | None = None) -> dict[str, str]:
-    """Versions of the tools that change outputs (all of them, or `tools`), read from package
-    metadata: nothing is imported."""
-    found = {tool: _installed(tool) for tool in (TOOL_DISTRIBUTIONS if tools is None else tools)}
-    simulated = json.loads(os.environ.get(VERSIONS_SEAM) or "{}")
-    found.update({tool: value for tool, value in simulated.items() if tools is None or tool in tools})
-    return found
-
-
-@functools.cache
-def _installed(tool: str) -> str:
-    """The first of the tool's distributions installed, with its version (read once a process)."""
-    for dist in TOOL_DISTRIBUTIONS[tool]:
-        try:
-            return version(dist) if dist == tool else f"{dist} {version(dist)}"
-        except PackageNotFoundError:
-            continue
-    return "missing"
-
-
-def seamed_version(tool: str, installed: Callable[[], str | None]) -> str | None:
-    """A tool only some targets depend on: its installed version, or the tests' simulated one."""
-    simulated = json.loads(os.environ.get(VERSIONS_SEAM) or "{}")
-    return simulated[tool] if tool in simulated else installed()
-
-
-def _no_problem(path: Path) -> str | None:
-    return None
-
-
-def _no_versions(root: Path, spec: str, digests: Any) -> dict[str, str]:
-    return {}
-
-
-@dataclass(frozen=True)
-class Kind:
-    name: str
-    described: str  # how a recipe names it, for "expected" in messages
-    matches: Callable[["ModelSection", Path | None], bool]  # the section, and root/source (None for py:)
-    load: Callable[["Recipe", Path, str], "Source"]  # (recipe, project root, recipe file), in a worker
-    check: Callable[[Path], str | None] = _no_problem  # what is wrong with the file, cheaply
-    python: bool = False  # the source is a py: spec: its module files enter the key
-    tools: tuple[str, ...] = TENSORFLOW_TOOLS
-    key_versions: Callable[[Path, str, Any], dict[str, str]] = _no_versions  # (root, spec, digests)
-
-
 def _kinds() -> list[Kind]:
-    from tfbuild.conversion import factory, keras_file, saved_model
-
+    """Every kind, in the order they are asked (the first that matches takes the source); read
+    at each call, so that a test can replace one."""
     return [factory.KIND, saved_model.KIND, keras_file.KIND]
 
 
@@ -103,3 +44,6 @@ def load(recipe: "Recipe", root: Path, file: str) -> "Source":
     """The recipe's model, loaded by its kind (in a worker)."""
     enter_stage("loading the model")
     return kind_of(recipe.model, root, file=file).load(recipe, root, file)
+
+
+__all__ = ["TOOL_DISTRIBUTIONS", "VERSIONS_SEAM", "Kind", "kind_of", "load", "tool_versions"]
