@@ -28,7 +28,7 @@ from tfbuild.lock_summary import OUTPUT_FIGURES
 
 FIGURES = ("size", *OUTPUT_FIGURES, *TARGET_FIGURES)
 EVENTS = ("verdict", "removed")
-RULE = re.compile(r"(?P<metric>[a-z0-9_]+):(?P<sign>[+-])(?P<amount>\d+(?:\.\d*)?|\.\d+)(?P<percent>%?)")
+TOLERANCE = re.compile(r"(?P<sign>[+-])(?P<amount>\d+(?:\.\d*)?|\.\d+)(?P<percent>%?)")
 SYNTAX = "FIGURE:+N, FIGURE:-N, FIGURE:+N% or FIGURE:-N% (FIGURE one of " + ", ".join(FIGURES) + \
          "), or one of: " + ", ".join(EVENTS)
 
@@ -70,18 +70,21 @@ class Firing:
 
 def parse_rule(text: str) -> Rule:
     """A rule from its command-line text; anything else is a user error naming the syntax."""
+    name, colon, tolerance = text.partition(":")
     if text in EVENTS:
         return Rule(text, text)
-    found = RULE.fullmatch(text.strip())
-    if found is None or found["metric"] not in FIGURES:
-        problem = (f"unknown figure {found['metric']}" if found else
-                   f"{text.split(':', 1)[0]} takes a signed tolerance" if text.split(":", 1)[0] in FIGURES else
-                   "not a rule")
-        raise UserError(f"--fail-on {text}: {problem}", expected=SYNTAX)
-    amount = float(found["amount"])
-    relative = bool(found["percent"])
-    return Rule(text, found["metric"], 1 if found["sign"] == "+" else -1,
-                amount / 100 if relative else amount, relative)
+    found = TOLERANCE.fullmatch(tolerance)
+    if name in EVENTS:
+        problem = f"{name} takes no tolerance"
+    elif name not in FIGURES:
+        problem = f"unknown figure {name}" if name else "not a rule"
+    elif found is None:
+        problem = f"{name} needs a signed tolerance (+N, -N, +N% or -N%)" + (f", not {tolerance}" if colon else "")
+    else:
+        relative = bool(found["percent"])
+        amount = float(found["amount"]) / (100 if relative else 1)
+        return Rule(text, name, 1 if found["sign"] == "+" else -1, amount, relative)
+    raise UserError(f"--fail-on {text}: {problem}", expected=SYNTAX)
 
 
 def check(rules: list[Rule], changes: list[TargetChange]) -> list[Firing]:

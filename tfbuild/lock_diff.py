@@ -45,7 +45,10 @@ class Figure:
         """new - old; 0 for two equal figures (infinite ones too), None where one side lacks it."""
         if self.old is None or self.new is None or math.isnan(self.old) or math.isnan(self.new):
             return None
-        return 0.0 if self.old == self.new else self.new - self.old
+        if self.old == self.new:
+            return 0.0
+        moved = self.new - self.old  # to the lock's precision: 0.98 - 0.99 is -0.01, not -0.0100...09
+        return float(f"{moved:.{DIGITS}g}") if math.isfinite(moved) else moved
 
     @property
     def relative(self) -> float | None:
