@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -206,12 +207,12 @@ def test_rules_fire_on_rebuilt_targets_beyond_their_tolerance_only():
     changes = compare(old, new)
     fired = lambda *rules: [str(f) for f in check([parse_rule(r) for r in rules], changes)]  # noqa: E731
     assert fired("size:+5%") == []
-    assert fired("size:+4.9%") == ["size:+4.9%: digits:fp32: size 10000 -> 10500 (+500 (+5.00%))"]
-    assert fired("size:+499") == ["size:+499: digits:fp32: size 10000 -> 10500 (+500 (+5.00%))"]
+    assert fired("size:+4.9%") == ["size:+4.9%: digits:fp32: size 10000 -> 10500, +500 (+5.00%)"]
+    assert fired("size:+499") == ["size:+499: digits:fp32: size 10000 -> 10500, +500 (+5.00%)"]
     assert fired("size:-1%") == []
     assert fired("top1_agreement:-0.01") == []
     assert fired("top1_agreement:-0.005") == [
-        "top1_agreement:-0.005: digits:int8: top1_agreement 0.99 -> 0.98 (-0.01 (-1.01%))"]
+        "top1_agreement:-0.005: digits:int8: top1_agreement 0.99 -> 0.98, -0.01 (-1.01%)"]
     assert fired("verdict") == ["verdict: digits:int8: verdict passed -> unverified"]
     assert fired("removed") == ["removed: old:fp32: removed"]
     assert fired("float_ops:+0", "accuracy_drop:+0") == []
@@ -264,8 +265,8 @@ def test_gate_exit_codes_and_the_rules_that_fired_are_listed(repo):
     failing = repo.diff("--fail-on", "size:+5%", "--fail-on", "top1_agreement:-0.005", "--fail-on", "verdict")
     assert failing.code == 1, failing.text
     assert "gate failed: 2 rule(s) fired" in failing.out
-    assert "size:+5%: digits:int8: size 3000 -> 3300 (+300 (+10.00%))" in failing.out
-    assert "top1_agreement:-0.005: digits:int8: top1_agreement 0.99 -> 0.97" in failing.out
+    assert "size:+5%: digits:int8: size 3000 -> 3300, +300 (+10.00%)" in failing.out
+    assert "top1_agreement:-0.005: digits:int8: top1_agreement 0.99 -> 0.97," in failing.out
     only_fp32 = repo.diff("digits:fp32", "--fail-on", "size:+0")  # the regression is elsewhere
     assert only_fp32.code == 0, only_fp32.text
     markdown = repo.diff("--format", "markdown", "--fail-on", "size:+5%")
@@ -387,3 +388,58 @@ def test_a_hundred_targets_diff_in_under_a_second_without_tensorflow(repo):
     assert code == 0, out
     assert "34 rebuilt, 66 unchanged" in out and "HEAVY []" in out, out
     assert elapsed < 1.0, f"{elapsed:.2f}s"
+
+
+# ------------------------------------------------------------------ end to end: a real build
+
+@pytest.mark.slow
+def test_a_retrained_model_shows_its_changes_and_fails_the_gate(project, tmp_path):
+    """Build, commit, retrain (a wider model), rebuild: diff shows the size and metric changes
+    of both targets from the summaries the build wrote; a size gate fires, a loose one does
+    not. A cache pull in a fresh clone records the same summaries as the build that pushed."""
+    from models import dense_classifier, write_dense_project
+
+    write_dense_project(project, targets="fp32: {}\nint8: {quantize: int8, io: int8}")
+    cache = tmp_path / "cache"
+    first = project.run("--cache", str(cache))
+    assert first.code == 0 and "2 built" in first.out, first.text
+    lock = json.loads(project.path("tfbuild.lock").read_text())
+    assert lock["lock_version"] == 2
+    for target in ("clf:fp32", "clf:int8"):
+        report = json.loads(project.path(f"build/clf/{target.split(':')[1]}/report.json").read_text())
+        summary = lock["targets"][target]["summary"]
+        assert summary["size_bytes"] == report["size_bytes"] and summary["verdict"] == "passed"
+        assert set(summary["outputs"]["probs"]) >= {"top1_agreement", "cosine", "max_abs_error"}
+        assert "latency_ms" not in json.dumps(summary)
+    assert lock["targets"]["clf:int8"]["summary"]["float_ops"] == 0
+
+    clone = tmp_path / "clone"  # a teammate's checkout: no build, no state, no lock; the cache has it all
+    shutil.copytree(project.root, clone, ignore=shutil.ignore_patterns("build", ".tfbuild", "tfbuild.lock"))
+    pulled = tfbuild(clone, "--cache", str(cache))
+    assert pulled.code == 0 and "2 cached" in pulled.out, pulled.text
+    assert json.loads((clone / "tfbuild.lock").read_text()) == lock
+
+    git = Repo.__new__(Repo)
+    git.root = git.project = project.root
+    git.git("init", "-q", "-b", "main")
+    git.git("config", "user.email", "t@example.com")
+    git.git("config", "user.name", "t")
+    project.write(".gitignore", "build/\n.tfbuild/\n")
+    git.commit(message="clf, built")
+    assert git.diff("--fail-on", "size:+0", "--fail-on", "verdict").code == 0
+
+    dense_classifier(project.path("models/clf.keras"), hidden=64, seed=3)  # retrained, wider
+    rebuilt = project.run()
+    assert rebuilt.code == 0 and "2 built" in rebuilt.out, rebuilt.text
+    code, found = git.diff_json()
+    assert code == 0 and found["counts"] == {"added": 0, "removed": 0, "rebuilt": 2, "unchanged": 0}
+    for target in found["targets"]:
+        size = next(f for f in target["figures"] if f["figure"] == "size")
+        assert size["new"] > size["old"] * 1.3 and size["relative"] > 0.3, size
+    table = git.diff("--fail-on", "size:+30%", "--fail-on", "size:+1000%")
+    assert table.code == 1, table.text
+    assert "gate failed: 2 rule(s) fired" in table.out
+    assert "size:+30%: clf:fp32: size" in table.out and "size:+30%: clf:int8: size" in table.out
+    assert "size:+1000%" not in table.out.split("gate failed")[1]
+    assert any(line.startswith("clf:int8") and "rebuilt" in line for line in table.out.splitlines()), table.out
+    assert git.diff("clf:int8", "--fail-on", "size:+1000%", "--fail-on", "verdict").code == 0

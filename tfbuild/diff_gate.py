@@ -50,7 +50,7 @@ class Rule:
         if self.metric == "verdict":
             fell = change.old_verdict == PASSED and change.new_verdict not in (None, PASSED)
             return [f"verdict {change.old_verdict} -> {change.new_verdict}"] if fell else []
-        return [f"{figure.label} {shown(figure.old)} -> {shown(figure.new)} ({figure.change})"
+        return [f"{figure.label} {shown(figure.old)} -> {shown(figure.new)}, {figure.change}"
                 for figure in change.figures if figure.metric == self.metric and self._exceeds(figure)]
 
     def _exceeds(self, figure: Figure) -> bool:

@@ -15,7 +15,8 @@ import re
 from tfbuild.lock_diff import STATUSES, Figure, TargetChange, shown
 
 FORMATS = ("table", "markdown", "json")
-COLUMNS = ("target", "change", "figure", "old", "new", "change by")
+COLUMNS = ("target", "status", "figure", "old", "new", "change")
+HEADLINE = ("size", "top1_agreement", "accuracy", "float_ops")  # what an added or removed target shows
 FLIP = "verdict flipped"
 
 
@@ -35,7 +36,8 @@ def _lines(change: TargetChange) -> list[list[str]]:
     lines = []
     if change.flipped:
         lines.append(["verdict", change.old_verdict, change.new_verdict, FLIP])
-    figures = change.changed_figures if change.status == "rebuilt" else change.figures
+    figures = change.changed_figures if change.status == "rebuilt" else [
+        f for f in change.figures if f.metric in HEADLINE]
     lines += [[f.label, shown(f.old), shown(f.new), f.change if change.status == "rebuilt" else ""] for f in figures]
     old_layers, new_layers = change.float_layers
     if change.status == "rebuilt" and old_layers is not None and new_layers is not None and old_layers != new_layers:
