@@ -100,7 +100,7 @@ def test_a_damaged_lock_is_named_by_check_and_rewritten_by_a_noop_build(built, c
         "garbage": (b"\x00\xff\xfe garbage \x80", "line 1: not UTF-8 text"),
         "empty": ("", "line 1: empty file"),
         "a list": ("[]\n", "line 1: expected an object, found a list"),
-        "unknown version": (good.replace('"lock_version": 1', '"lock_version": 0'), "line 2: unknown lock_version 0"),
+        "unknown version": (good.replace('"lock_version": 2', '"lock_version": 0'), "line 2: unknown lock_version 0"),
         "wrong type": (json.dumps(wrong_type, indent=2), "targets.clf:fp32.outputs: expected an object, found a list"),
         "missing key": (json.dumps(missing_key, indent=2), "targets.clf:fp16.key: missing"),
     }
@@ -346,6 +346,6 @@ def test_reading_a_lock_merges_the_sides_of_a_conflict(tmp_path):
     project.lock_path.write_text("<<<<<<< HEAD\n" + "".join(ours) + ">>>>>>> topic\n")  # markers that do not nest
     assert read_lock(project).targets == {} and read_lock(project).damage.line == 1
 
-    project.lock_path.write_text(json.dumps({"lock_version": 2, "targets": {}}, indent=2))
-    with pytest.raises(UserError, match="lock_version 2 is from a newer tfbuild"):
+    project.lock_path.write_text(json.dumps({"lock_version": 3, "targets": {}}, indent=2))
+    with pytest.raises(UserError, match="lock_version 3 is from a newer tfbuild"):
         read_lock(project)

@@ -41,6 +41,13 @@ def test_shipped_examples_build_and_int8_digits_keeps_accuracy(examples):
     assert_constants_match(root / "build/digits/int8")
     assert (root / "build/swish/int8/model.tflite").is_file()
     assert project.run("check").code == 0
+    built = json.loads((root / "tfbuild.lock").read_text())["targets"]
+    committed = json.loads((REPO / "tfbuild.lock").read_text())["targets"]
+    exact = ("verdict", "size_bytes", "accuracy", "float_ops", "float_layers", "warnings")  # not the
+    # errors, cosine and SNR: their last digits may move with another CPU's LiteRT kernels
+    assert {t: {k: e["summary"].get(k) for k in exact} for t, e in built.items()} == \
+        {t: {k: e["summary"].get(k) for k in exact} for t, e in committed.items()}, \
+        "the committed lock's summaries are not what a build measures: rebuild the examples and commit tfbuild.lock"
     report = project.run("report")
     assert report.code == 0 and "<svg" in (root / "build/report.html").read_text()
 

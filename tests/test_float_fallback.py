@@ -124,6 +124,8 @@ named: {quantize: int8, float_fallback: [outlier1]}""")
     lock = json.loads(project.path("tfbuild.lock").read_text())["targets"]
     assert lock["spiky:auto"]["float_fallback"] == {"layers": chosen["layers"], "search_key": chosen["search_key"]}
     assert "float_fallback" not in lock["spiky:fp32"]
+    assert lock["spiky:auto"]["summary"]["float_layers"] == chosen["layers"]  # what tfbuild diff compares
+    assert lock["spiky:named"]["summary"]["float_layers"] == _report(project, "named")["float_fallback"]["layers"]
     assert _report(project, "named")["float_fallback"]["mode"] == "list"
 
     explained = project.run("explain", "spiky:auto", "spiky:int8")

@@ -23,7 +23,7 @@ from tfbuild import api
 from tfbuild.api import classified, configured_cache, exclusive, split_args
 from tfbuild.errors import UserError, machine_fault
 
-COMMANDS = ("build", "list", "status", "explain", "check", "clean", "schema", "report", "cache")
+COMMANDS = ("build", "list", "status", "explain", "check", "clean", "schema", "report", "cache", "diff")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -31,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="tfbuild",
         description="Build verified .tflite files and mobile loaders from Keras models, like make.",
         epilog="commands: build (default), list, status, explain TARGET, check, clean [TARGET], "
-               "schema, report, cache status|push [TARGET]. TARGET is recipe, recipe:target or a glob ('*:int8'); "
+               "schema, report, cache status|push [TARGET], diff [REV] [TARGET]. TARGET is recipe, recipe:target or a glob ('*:int8'); "
                "KEY=VALUE, +KEY=VALUE and ~KEY are Hydra overrides.")
     parser.add_argument("command", nargs="?", default="build", help=argparse.SUPPRESS)
     parser.add_argument("args", nargs="*", metavar="TARGET|OVERRIDE")
@@ -52,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
                              "cluster (ADDRESS, else RAY_ADDRESS, else the cluster started on this machine)")
     parser.add_argument("--orphans", action="store_true",
                         help="clean: only what targets no recipe declares any more left behind")
+    parser.add_argument("--format", choices=("table", "markdown", "json"), help="diff: how to show it (default table)")
+    parser.add_argument("--fail-on", action="append", metavar="RULE",
+                        help="diff: exit 1 when RULE fires (size:+5%%, top1_agreement:-0.005, verdict, removed; repeatable)")
     parser.add_argument("--version", action="version", version=f"tfbuild {__version__}")
     return parser
 
@@ -82,12 +85,13 @@ def _positive(text: str) -> int:
 FLAG_COMMANDS = {"jobs": ("build",), "keep_going": ("build",), "always_make": ("build",),
                  "dry_run": ("build", "clean"), "output": ("report",), "cache": ("build", "cache"),
                  "cache_mode": ("build", "cache"), "no_cache": ("build",), "executor": ("build",),
-                 "orphans": ("clean",)}
+                 "orphans": ("clean",), "format": ("diff",), "fail_on": ("diff",)}
 FLAG_NAMES = {"jobs": "-j", "keep_going": "-k", "always_make": "-B", "dry_run": "-n", "output": "-o",
               "cache": "--cache", "cache_mode": "--cache-mode", "no_cache": "--no-cache", "executor": "--executor",
-              "orphans": "--orphans"}
+              "orphans": "--orphans", "format": "--format", "fail_on": "--fail-on"}
 DEFAULTS = {"jobs": None, "keep_going": False, "always_make": False, "dry_run": False, "output": None,
-            "cache": None, "cache_mode": None, "no_cache": False, "executor": None, "orphans": False}
+            "cache": None, "cache_mode": None, "no_cache": False, "executor": None, "orphans": False,
+            "format": None, "fail_on": None}
 
 
 def _check_flags(options) -> None:
@@ -365,6 +369,12 @@ def cmd_report(project, options) -> int:
     write_report(plans, path, reports)
     print(f"wrote {path}")
     return 0
+
+
+def cmd_diff(project, options) -> int:
+    from tfbuild.diff.command import run_diff
+
+    return run_diff(project, options.args, options.format or "table", options.fail_on or [])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,10 @@ this checkout, so reading also salvages every entry that is still readable. Conf
 the Cargo / npm treatment: each side of the merge is read as a lock of its own; entries both
 sides agree on, or that only one side has, are kept; entries the sides disagree on are dropped,
 for the build state to supply (or for `tfbuild check` to report as not in the lock).
+
+Versions: 2 added each entry's `summary` (tfbuild/lock_summary.py), what was measured of the
+build; a version 1 lock still reads, its entries as entries without a summary, and is written
+as version 2 by the next build that records a target.
 """
 
 from __future__ import annotations
@@ -19,13 +23,16 @@ from dataclasses import dataclass, field
 from tfbuild import jsonfile
 from tfbuild.errors import UserError
 from tfbuild.jsonfile import Damage, ListOf, MapOf
+from tfbuild.lock_summary import SHAPE as SUMMARY
 from tfbuild.plan import TargetPlan, diff_inputs
 from tfbuild.project import Project
 
-LOCK_VERSION = 1
+LOCK_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # 1: entries without a summary
 DIGESTS = MapOf((str, type(None)))
 FALLBACK = {"layers": ListOf(str), "search_key": str}  # float_fallback: auto's choice
-ENTRY = {"key": str, "inputs": DIGESTS, "versions": DIGESTS, "outputs": DIGESTS, "float_fallback?": FALLBACK}
+ENTRY = {"key": str, "inputs": DIGESTS, "versions": DIGESTS, "outputs": DIGESTS, "float_fallback?": FALLBACK,
+         "summary?": SUMMARY}
 HEADER = {"lock_version": int, "targets": MapOf(object)}
 REGENERATE = "run tfbuild to regenerate it from the build state, then commit it"
 
@@ -59,6 +66,17 @@ def read_lock(project: Project) -> Lock:
     document = jsonfile.read(project.lock_path)
     if not document.exists:
         return Lock(shown, exists=False)
+    return _lock(document, shown)
+
+
+def parse_lock(text: str, shown: str) -> Lock:
+    """A lock from its text (as `git show` prints a committed one), read as `read_lock` reads
+    the file: `shown` names it in messages (`main:tfbuild.lock`)."""
+    value, damage = jsonfile.parse(text)
+    return _lock(jsonfile.Document(True, text, value, damage), shown)
+
+
+def _lock(document: jsonfile.Document, shown: str) -> Lock:
     if document.damage is None:
         return Lock(shown, True, *_entries(document.text, document.value, shown))
     sides = jsonfile.conflict_sides(document.text) if document.damage.cause == jsonfile.CONFLICT else None
@@ -93,7 +111,7 @@ def _entries(text: str, value, shown: str) -> tuple[dict[str, dict], Damage | No
     if damage is not None:
         return {}, damage
     version = value["lock_version"]
-    if version != LOCK_VERSION:
+    if version not in READABLE_VERSIONS:
         line = jsonfile.line_of(text, ("lock_version",))
         if version > LOCK_VERSION:
             raise UserError(f"line {line}: lock_version {version} is from a newer tfbuild "

@@ -4,7 +4,8 @@ The state remembers, per target, the key it was built with, the inputs and resol
 behind that key (so `explain` can name what changed) and the digests of its outputs. The lock
 is the committed, diff-friendly subset: per target its inputs, outputs and tool versions, for
 the last build that passed, and the layers `float_fallback: auto` kept in float (with the key
-of the search that chose them, so a build with the same inputs reuses them without searching). Both are written only after the outputs are in place.
+of the search that chose them, so a build with the same inputs reuses them without searching),
+and the summary of its verdict (tfbuild/lock_summary.py). Both are written only after the outputs are in place.
 
 Neither is trusted blindly: an entry of the state that is damaged (a truncated file, a hand
 edit) is dropped and its target rebuilt, and a damaged lock (a merge conflict) is rewritten
@@ -20,6 +21,8 @@ from pathlib import Path
 from tfbuild import jsonfile
 from tfbuild.jsonfile import Damage, ListOf, MapOf, Maybe, OneOf
 from tfbuild.fallback import lock_record
+from tfbuild.lock_summary import SHAPE as SUMMARY
+from tfbuild.lock_summary import summarize
 from tfbuild.lockfile import DIGESTS, FALLBACK, Lock, read_lock
 from tfbuild.lockfile import ENTRY as LOCK_ENTRY
 from tfbuild.plan import REPORT_FILE, TargetPlan, diff_config, diff_inputs
@@ -33,6 +36,7 @@ ENTRY = {
     "verdict": OneOf(frozenset({"passed", "failed", "rejected"})), "time": (int, float),
     "loader_key?": Maybe(str), "loader_inputs?": Maybe(DIGESTS), "loader_outputs?": DIGESTS,
     "failures?": Maybe(ListOf(str)), "last_good?": Maybe(LOCK_ENTRY), "float_fallback?": FALLBACK,
+    "summary?": SUMMARY,
 }
 
 
@@ -71,9 +75,13 @@ class BuildState:
             "loader_outputs": {self.project.rel(p): digests.file(p) for p in loader_outputs or []},
             "verdict": verdict, "failures": failures, "time": time.time(),
         }
-        chosen = lock_record(plan.read_output(REPORT_FILE)) if verdict == "passed" else None
+        report = plan.read_output(REPORT_FILE) if verdict == "passed" else None
+        chosen = lock_record(report)
         if chosen is not None:
             entry["float_fallback"] = chosen  # what the next build reuses while the key holds
+        summary = summarize(report)
+        if summary is not None:
+            entry["summary"] = summary  # what was measured, for the lock (tfbuild diff)
         previous = self.targets.get(plan.id)
         if verdict != "passed" and previous and previous.get("verdict") == "passed":
             entry["last_good"] = _last_good(previous)
@@ -190,6 +198,8 @@ def _last_good(entry: dict) -> dict:
     }
     if entry.get("float_fallback"):
         good["float_fallback"] = entry["float_fallback"]  # the layers kept in float, and its search key
+    if entry.get("summary"):
+        good["summary"] = entry["summary"]  # what was measured (deterministic for the key)
     return good
 
 
