@@ -190,6 +190,13 @@ def _Positional(model, source_names: list[str]):
             super().__init__()
             self.wrapped = wrapped
 
+        def train(self, mode: bool = True):
+            """A saved program's module refuses train()/eval() (it is always in eval mode)."""
+            self.training = mode
+            if not isinstance(self.wrapped, torch.fx.GraphModule):
+                self.wrapped.train(mode)
+            return self
+
         def forward(self, *args):
             returned = self.wrapped(*args)
             if isinstance(returned, dict):
