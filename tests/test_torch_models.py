@@ -231,10 +231,17 @@ def test_dynamic_height_and_width_run_at_two_sizes():
         assert max_error(run_tflite(model_bytes, sample), model.reference(sample)) < 1e-4
 
 
-def test_dynamic_sequence_length_of_an_lstm_is_a_clear_failure():
-    model = load("py:torch_nets:lstm", {"sequence": [1, None, 4]})
-    with pytest.raises(ConversionFailed, match=r"cannot keep sequence axis 1 dynamic: .*pin it in model.inputs"):
+@pytest.mark.parametrize(("spec", "name", "shape", "tool"), [
+    ("py:torch_nets:lstm", "sequence", [1, None, 4], "torch.export"),  # an LSTM's sequence length
+    ("py:examples.torch_digits.model:load", "image", [None, 1, 8, 8], "litert-torch"),  # batch through Flatten
+])
+def test_dynamic_axes_the_tools_cannot_keep_are_a_clear_user_error(spec, name, shape, tool):
+    model = load(spec, {name: shape})
+    axis = shape.index(None)
+    with pytest.raises(UserError, match=rf"^{tool} cannot keep {name} axis {axis} dynamic \(\w+") as caught:
         model.convert()
+    assert caught.value.file == FILE and caught.value.key == f"model.inputs.{name}.shape"
+    assert "a number" in caught.value.expected
 
 
 # ------------------------------------------------------------------ saved programs and mistakes

@@ -239,6 +239,7 @@ class TorchModel:
     output_names: list[str]
     output_kinds: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    file: str | None = None  # the recipe, for the messages of conversion-time user errors
 
     @property
     def input_names(self) -> list[str]:
@@ -251,7 +252,7 @@ class TorchModel:
                 calibration: dict[str, np.ndarray] | None = None, *, keep_float: list[str] = (),
                 samples: int = 200) -> bytes:
         """The .tflite bytes of one target; `calibration` is arrays per input name ([n, ...])."""
-        float_bytes = convert_float(self.module, self.input_specs, calibration)
+        float_bytes = convert_float(self.module, self.input_specs, calibration, file=self.file)
         if quantize == "float32":
             return float_bytes
         batches = calibration_batches(calibration, self.input_specs, samples) if calibration else None
@@ -282,7 +283,7 @@ def load_torch_model(spec: str, root: Path, *, file: str, trust_code: bool = Fal
     wrapped = wrap(model, [n for n, _, _ in specs], source_names, names,
                    channel_last_inputs=last_in, channel_last_outputs=last_out)
     notes = [f"channel-last I/O: {', '.join(last_in + last_out)} (NHWC at the file's edges)"] if last_in or last_out else []
-    return TorchModel(wrapped, specs, names, kinds, notes)
+    return TorchModel(wrapped, specs, names, kinds, notes, file)
 
 
 def _trial_run(model, specs: InputSpecs, data, channel_last_inputs: list[str], file: str):
@@ -337,10 +338,11 @@ def reference(module, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {name: value.detach().cpu().numpy() for name, value in returned.items()}
 
 
-def convert_float(module, specs: InputSpecs, data: dict[str, np.ndarray] | None = None) -> bytes:
+def convert_float(module, specs: InputSpecs, data: dict[str, np.ndarray] | None = None, *,
+                  file: str | None = None) -> bytes:
     """The float32 .tflite: torch.export then litert-torch, traced on one batch, with the
-    recipe's dynamic axes as torch.export Dims. A failure is a ConversionFailed that says which
-    tool failed and, for a dynamic axis, what to pin instead."""
+    recipe's dynamic axes as torch.export Dims. A failure says which tool failed: a
+    ConversionFailed, or a UserError naming the dynamic axes to pin."""
     import litert_torch
     import torch
 
@@ -349,7 +351,7 @@ def convert_float(module, specs: InputSpecs, data: dict[str, np.ndarray] | None 
     try:
         edge = litert_torch.convert(module, (), sample, dynamic_shapes=_for_keywords(dims, specs))
     except Exception as err:
-        raise ConversionFailed(_conversion_message(err, dims)) from None
+        raise _conversion_error(err, dims, file) from None
     return _exported_bytes(edge)
 
 
@@ -361,15 +363,20 @@ def _exported_bytes(edge) -> bytes:
         return Path(path).read_bytes()
 
 
-def _conversion_message(err: BaseException, dims) -> str:
+def _conversion_error(err: BaseException, dims, file: str | None) -> Exception:
+    """A located message: which tool failed and its first line. With dynamic axes in the recipe
+    it is the user's to fix (torch.export or litert-torch could not keep them: a dynamic batch
+    through Flatten, an LSTM's or an attention block's sequence length), so a UserError naming
+    the axes and the key to pin them under."""
     text = summary(err)
     stage = "torch.export" if _raised_in(err, "torch") and not _raised_in(err, "litert_torch") else "litert-torch"
-    if dims:
-        axes = ", ".join(f"{name} axis {axis}" for name, found in dims.items() for axis in found)
-        return (f"{stage} cannot keep {axes} dynamic: {text}; pin it in model.inputs (a number "
-                "instead of null) or model.batch_size (litert-torch converts a dynamic batch for few "
-                "ops, and torch.export cannot trace an LSTM with a dynamic sequence length)")
-    return f"{stage} failed: {text}"
+    if not dims:
+        return ConversionFailed(f"{stage} failed: {text}")
+    axes = ", ".join(f"{name} axis {axis}" for name, found in dims.items() for axis in found)
+    first = next(iter(dims))
+    return UserError(f"{stage} cannot keep {axes} dynamic ({text})", file=file, key=f"model.inputs.{first}.shape",
+                     expected="a number instead of null for each axis named",
+                     hint="convert one fixed size per target; only some models keep a dynamic axis")
 
 
 def _raised_in(err: BaseException, package: str) -> bool:
