@@ -240,6 +240,7 @@ class TorchModel:
     output_kinds: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     file: str | None = None  # the recipe, for the messages of conversion-time user errors
+    _float: bytes | None = field(default=None, repr=False)  # every target quantizes the same float file
 
     @property
     def input_names(self) -> list[str]:
@@ -252,7 +253,9 @@ class TorchModel:
                 calibration: dict[str, np.ndarray] | None = None, *, keep_float: list[str] = (),
                 samples: int = 200) -> bytes:
         """The .tflite bytes of one target; `calibration` is arrays per input name ([n, ...])."""
-        float_bytes = convert_float(self.module, self.input_specs, calibration, file=self.file)
+        if self._float is None:
+            self._float = convert_float(self.module, self.input_specs, calibration, file=self.file)
+        float_bytes = self._float
         if quantize == "float32":
             return float_bytes
         batches = calibration_batches(calibration, self.input_specs, samples) if calibration else None
