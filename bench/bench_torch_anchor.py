@@ -4,9 +4,8 @@ tfbuild's single-target build can be set beside it (aim: <= 1.15x time).
 
 Each target is one fresh process, as a one-target build is: imports (torch, litert-torch, jax)
 and the float conversion are paid every time; quantized targets convert the float file first
-and then quantize it, as tfbuild will. `TFBUILD_COMMAND` is the hook for the comparison: once
-the recipe is wired (examples/torch_digits/recipe.draft.yaml moved to recipes/), set
-COMPARE = True to time `tfbuild torch_digits:<target>` in the same interleaved runs.
+and then quantize it, as tfbuild does. With COMPARE = True (recipes/torch_digits.yaml), each
+run also times `tfbuild torch_digits:<target>` in the same interleaved runs.
 
 Usage: python bench/bench_torch_anchor.py [RUNS]
 """
@@ -22,7 +21,7 @@ from pathlib import Path
 from common import PYTHON, REPO, copy_examples, measure, row, tfbuild
 
 TARGETS = {"fp32": "float32", "fp16": "float16", "dynamic": "dynamic", "int8": "int8"}
-COMPARE = False  # True once recipes/torch_digits.yaml exists
+COMPARE = True  # recipes/torch_digits.yaml exists: time tfbuild beside the plain script
 
 PLAIN = """
 import sys

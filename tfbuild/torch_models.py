@@ -22,7 +22,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -31,8 +31,6 @@ from tfbuild.registry import load_object
 
 SIGNATURE = "serving_default"  # litert-torch's default signature key, as for Keras files
 PT2_SUFFIXES = (".pt2",)
-# The distributions whose versions change what a torch source converts to (the key, the lock).
-TOOL_DISTRIBUTIONS = ("torch", "litert-torch", "ai-edge-quantizer", "litert-converter", "ai-edge-litert")
 # What a dynamic axis becomes in a sample when no data gives its size: 2, not 1, because
 # torch.export specializes axes of size 0 and 1 to constants.
 DYNAMIC_SAMPLE_SIZE = 2
@@ -41,8 +39,8 @@ InputSpecs = list[tuple[str, list[int | None], str]]  # (name, shape with None =
 
 
 def is_torch_source(spec: str) -> bool:
-    """Whether `model.source` names a saved torch.export program (a `py:` factory is only known
-    to be torch once it runs: `load_model` tells the two apart)."""
+    """Whether `model.source` names a saved torch.export program (a `py:` factory is torch when the
+    recipe says `model.framework: torch`: tfbuild.conversion.torch_source)."""
     return spec.endswith(PT2_SUFFIXES)
 
 
@@ -161,7 +159,7 @@ def returned_names(returned) -> list[str]:
 # ---------------------------------------------------------------- the wrapped module
 
 def wrap(model, input_names: list[str], source_names: list[str], output_names: list[str], *,
-         channel_last_inputs: list[str] = (), channel_last_outputs: list[str] = ()):
+         channel_last_inputs: Sequence[str] = (), channel_last_outputs: Sequence[str] = ()):
     """The module tfbuild converts and verifies: keyword inputs named as in the recipe, a dict
     of outputs named as in the recipe. `model` is an nn.Module or an ExportedProgram (its
     `.module()` is traced again, so litert-torch sees an ordinary module). Channel-last I/O wraps
@@ -222,7 +220,7 @@ def _named(core, input_names: list[str], output_names: list[str]):
         given = signature.bind(self, *args, **kwargs).arguments
         return dict(zip(output_names, self.core(*(given[name] for name in input_names))))
 
-    forward.__signature__ = signature
+    forward.__signature__ = signature  # type: ignore[attr-defined]
     named = type("Named", (torch.nn.Module,), {"forward": forward})()
     named.core = core
     return named
@@ -249,13 +247,17 @@ class TorchModel:
     def reference(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return reference(self.module, inputs)
 
+    def float_file(self, data: dict[str, np.ndarray] | None = None) -> bytes:
+        """The float32 .tflite, converted once (traced on the first rows of `data`, if given)."""
+        if self._float is None:
+            self._float = convert_float(self.module, self.input_specs, data, file=self.file)
+        return self._float
+
     def convert(self, quantize: str = "float32", io: str = "float32",
-                calibration: dict[str, np.ndarray] | None = None, *, keep_float: list[str] = (),
+                calibration: dict[str, np.ndarray] | None = None, *, keep_float: Sequence[str] = (),
                 samples: int = 200) -> bytes:
         """The .tflite bytes of one target; `calibration` is arrays per input name ([n, ...])."""
-        if self._float is None:
-            self._float = convert_float(self.module, self.input_specs, calibration, file=self.file)
-        float_bytes = self._float
+        float_bytes = self.float_file(calibration)
         if quantize == "float32":
             return float_bytes
         batches = calibration_batches(calibration, self.input_specs, samples) if calibration else None
@@ -437,10 +439,31 @@ def quantization_recipe(quantize: str):
 
 
 def quantize_model(float_bytes: bytes, quantize: str, io: str = "float32",
-                   batches: list[dict] | None = None, *, keep_float: list[str] = ()) -> bytes:
+                   batches: list[dict] | None = None, *, keep_float: Sequence[str] = (),
+                   statistics: dict | None = None) -> bytes:
     """Quantize a float .tflite with ai-edge-quantizer. The static recipes quantize the model's
     edges too (int8/int16 I/O); float32 or uint8 I/O re-configures its virtual INPUT/OUTPUT ops.
-    `keep_float`: op types (CONV_2D) or tensor-name patterns left unquantized (float fallback)."""
+    `keep_float`: op types (CONV_2D) or tensor-name patterns left unquantized (float fallback).
+    `statistics`: a `calibrate_model` result to reuse (no calibration run), else `batches` are run."""
+    q = _quantizer(float_bytes, quantize, io, keep_float)
+    if q.need_calibration and statistics is None:
+        statistics = _calibrate(q, quantize, batches)
+    try:
+        result = q.quantize(statistics if q.need_calibration else None, enable_progress_report=False)
+    except Exception as err:
+        raise ConversionFailed(f"ai-edge-quantizer failed to quantize ({quantize}): {summary(err)}") from None
+    return bytes(result.quantized_model)
+
+
+def calibrate_model(float_bytes: bytes, quantize: str, io: str, batches: list[dict] | None) -> dict:
+    """The calibration statistics of every tensor of the float file (ai-edge-quantizer keeps them
+    all), so that any set of layers kept in float quantizes from them without running the data
+    again (the float-fallback search)."""
+    q = _quantizer(float_bytes, quantize, io, ())
+    return _calibrate(q, quantize, batches) if q.need_calibration else {}
+
+
+def _quantizer(float_bytes: bytes, quantize: str, io: str, keep_float) -> Any:
     from ai_edge_quantizer import quantizer as aeq
 
     q = aeq.Quantizer(bytearray(float_bytes), quantization_recipe(quantize))
@@ -448,19 +471,16 @@ def quantize_model(float_bytes: bytes, quantize: str, io: str = "float32",
         _set_io_type(q, quantize, io)
     for item in keep_float:
         _keep_in_float(q, item)
-    calibration = None
-    if q.need_calibration:
-        if not batches:
-            raise ConversionFailed(f"quantize: {quantize} needs calibration data (data.calibration)")
-        try:
-            calibration = q.calibrate({SIGNATURE: batches}, num_threads=1)
-        except Exception as err:
-            raise ConversionFailed(f"ai-edge-quantizer calibration failed: {summary(err)}") from None
+    return q
+
+
+def _calibrate(q: Any, quantize: str, batches: list[dict] | None) -> dict:
+    if not batches:
+        raise ConversionFailed(f"quantize: {quantize} needs calibration data (data.calibration)")
     try:
-        result = q.quantize(calibration, enable_progress_report=False)
+        return q.calibrate({SIGNATURE: batches}, num_threads=1)
     except Exception as err:
-        raise ConversionFailed(f"ai-edge-quantizer failed to quantize ({quantize}): {summary(err)}") from None
-    return bytes(result.quantized_model)
+        raise ConversionFailed(f"ai-edge-quantizer calibration failed: {summary(err)}") from None
 
 
 def _set_io_type(q, quantize: str, io: str) -> None:

@@ -31,8 +31,14 @@ TOOL_DISTRIBUTIONS = {
     "tensorflow": ("tensorflow", "tensorflow-cpu", "tensorflow-intel", "tensorflow-macos", "tf-nightly"),
     "keras": ("keras", "keras-nightly"),
     "ai-edge-litert": ("ai-edge-litert", "ai-edge-litert-nightly"),
+    "torch": ("torch",),
+    "litert-torch": ("litert-torch", "litert-torch-nightly"),
+    "ai-edge-quantizer": ("ai-edge-quantizer", "ai-edge-quantizer-nightly"),
+    "litert-converter": ("litert-converter",),
 }
 TENSORFLOW_TOOLS = ("tensorflow", "keras", "ai-edge-litert")  # TensorFlow's converter, LiteRT's checks
+# torch.export, litert-torch's converter (on litert-converter), ai-edge-quantizer, LiteRT's checks
+TORCH_TOOLS = ("torch", "litert-torch", "ai-edge-quantizer", "litert-converter", "ai-edge-litert")
 VERSIONS_SEAM = "TFBUILD_TOOL_VERSIONS"  # JSON dict; lets tests simulate a tool upgrade
 
 
@@ -83,9 +89,9 @@ class Kind:
 
 
 def _kinds() -> list[Kind]:
-    from tfbuild.conversion import factory, keras_file, saved_model
+    from tfbuild.conversion import factory, keras_file, saved_model, torch_source
 
-    return [factory.KIND, saved_model.KIND, keras_file.KIND]
+    return [torch_source.KIND, torch_source.PROGRAM_KIND, factory.KIND, saved_model.KIND, keras_file.KIND]
 
 
 def kind_of(model: "ModelSection", root: Path, *, file: str) -> Kind:
