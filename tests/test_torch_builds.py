@@ -199,3 +199,27 @@ def test_a_torch_factory_without_its_inputs_is_a_user_error(torch_project):
     project = torch_project
     project.recipe("tiny", TORCH_RECIPE.replace("  inputs: {x: {shape: [1, 8], dtype: float32}}\n", ""))
     assert_user_error(project.run("tiny"), "model.inputs", "no input shapes of its own")
+
+
+@pytest.mark.slow
+def test_a_saved_torch_export_program_builds(project):
+    """A .pt2 guards the batch it was exported with: the reference runs in steps of it."""
+    require_torch()
+    import torch
+
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4)).eval()
+    project.path("models").mkdir(parents=True, exist_ok=True)
+    torch.export.save(torch.export.export(module, (torch.zeros(1, 8),)), str(project.path("models/m.pt2")))
+    project.save_arrays("data/m.npz", x=np.random.default_rng(1).standard_normal((32, 8)).astype(np.float32))
+    project.recipe("prog", """\
+        tfbuild: 1
+        model: {source: models/m.pt2, trust_code: true}
+        data: {evaluation: data/m.npz}
+        targets: {fp32: {}}
+        """)
+    result = project.run()
+    assert result.code == 0, result.text
+    report = json.loads(project.path("build/prog/fp32/report.json").read_text())
+    assert report["verdict"] == "passed", report["failures"]
+    assert json.loads(project.path("tfbuild.lock").read_text())["targets"]["prog:fp32"]["versions"]["torch"] != "missing"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from tfbuild.conversion import modes
 from tfbuild.conversion.source import Arrays, Calibrated, Source, apply_output_specs
@@ -62,8 +62,26 @@ def _load(recipe: "Recipe", root: Path, file: str) -> Source:
                               inputs=model.inputs, batch_size=model.batch_size, rename=rename,
                               channel_last=model.channel_last)
     backend = TorchBackend(loaded, recipe.data.calibration_samples)
-    return Source(loaded.input_specs, loaded.output_names, loaded.reference, backend,
+    return Source(loaded.input_specs, loaded.output_names, _in_steps(loaded), backend,
                   output_kinds=loaded.output_kinds, notes=list(loaded.notes))
+
+
+def _in_steps(loaded: "TorchModel") -> Callable[[Arrays], Arrays]:
+    """The reference run in steps of the pinned batch: a saved torch.export program guards its
+    exported batch size, and the .tflite is verified batch by batch anyway."""
+    import numpy as np
+
+    shape = loaded.input_specs[0][1] if loaded.input_specs else []
+    step = shape[0] if shape and shape[0] is not None else None
+
+    def reference(inputs: Arrays) -> Arrays:
+        count = len(next(iter(inputs.values())))
+        if step is None or count <= step:
+            return loaded.reference(inputs)
+        parts = [loaded.reference({name: value[start:start + step] for name, value in inputs.items()})
+                 for start in range(0, count - count % step, step)]
+        return {name: np.concatenate([part[name] for part in parts]) for name in loaded.output_names}
+    return reference
 
 
 KIND = Kind("torch-factory", "py:package.module:function with model.framework: torch",
