@@ -58,7 +58,7 @@ def test_shipped_examples_android_loaders_pass_their_golden_tests(examples, jvm,
     # LiteRT's runtime (tests/test_loaders_android_run.py); a recipe's targets share one class
     # name, so each target is compiled on its own, and the targets run one JVM per recipe target.
     targets = sorted(p.parent for p in examples.root.glob("build/*/*/android"))
-    assert {t.parent.name for t in targets} == {"digits", "scenes"}
+    assert {t.parent.name for t in targets} == {"digits", "scenes", "torch_digits"}
     for target in targets:
         classes = compile_loaders(jvm, [target], tmp_path / target.parent.name / target.name)
         test = next((target / "android" / "src" / "androidTest" / "kotlin").rglob("*Test.kt"))

@@ -109,7 +109,8 @@ def run_build(project: Project, options: BuildOptions, say: Callable[[str], None
             for loaded, _ in selected:
                 inputs_check.check_recipe(project, loaded)
         ray = _ray_settings(project, options.executor)
-        warm = _warm_worker(project) if everything and cache is None and ray is None else []  # a cache may spare TF
+        imports_tf = not all(loaded.recipe.model.torch for loaded, _ in selected)  # torch jobs never do
+        warm = _warm_worker(project) if everything and imports_tf and cache is None and ray is None else []  # a cache may spare TF
         try:
             found, state = classified(project, patterns, overrides, options.always_make, selected)
             if not everything and not reads_cache:

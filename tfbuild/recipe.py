@@ -81,7 +81,17 @@ OutputEntry = Annotated[str, StringConstraints(pattern=NAME_PATTERN)] | OutputSp
 class ModelSection(Strict):
     source: PathText = Field(description=(
         "Where the model comes from, relative to the project root: a .keras file, a legacy .h5 "
-        "file, a SavedModel directory, or `py:package.module:function` returning a Keras model."))
+        "file, a SavedModel directory, a torch.export program (.pt2), or "
+        "`py:package.module:function` returning a Keras model (or a torch.nn.Module, with "
+        "framework: torch)."))
+    framework: Literal["keras", "torch"] | None = Field(None, description=(
+        "What a `py:` factory returns, known without importing it: keras (the default) or torch "
+        "(a torch.nn.Module, converted with litert-torch and quantized with ai-edge-quantizer; "
+        "docs/torch.md). A .pt2 source is torch whatever this says."))
+    channel_last: bool | list[str] = Field(False, description=(
+        "PyTorch sources only: true transposes every input and output of rank 3 or more so that "
+        "the .tflite takes and gives NHWC for an NCHW model (litert-torch's to_channel_last_io; "
+        "model.inputs then gives NHWC shapes), or a list of the input and output names to transpose."))
     custom_objects: dict[str, str] = Field(default_factory=dict, description=(
         "The registry: name in the saved model -> import path `package.module:Attribute`. "
         "Registered names with a package prefix (`mypkg>Swish`) are accepted as keys."))
@@ -103,6 +113,18 @@ class ModelSection(Strict):
     depends: list[PathText] = Field(default_factory=list, description=(
         "More files or folders the model source reads (weights a py: factory loads, a vocabulary): "
         "hashed into every target's key, so editing them rebuilds."))
+
+    @property
+    def torch(self) -> bool:
+        """A PyTorch source: a .pt2 program, or a py: factory declared framework: torch."""
+        return self.framework == "torch" or self.source.endswith(".pt2")
+
+    @model_validator(mode="after")
+    def _channel_last_is_torch(self) -> "ModelSection":
+        if self.channel_last and not self.torch:
+            raise ValueError("channel_last applies to PyTorch sources only (a .pt2 file, or "
+                             "framework: torch with a py: factory)")
+        return self
 
 
 class DataSection(Strict):

@@ -104,7 +104,7 @@ def headline_metrics(report: dict) -> str:
     accuracy = metrics.get("accuracy")
     if accuracy:
         per = "/frame" if accuracy.get("positions") else ""
-        parts.append(f"acc{per} {accuracy['tflite']:.3f} (keras {accuracy['source']:.3f})")
+        parts.append(f"acc{per} {accuracy['tflite']:.3f} (source {accuracy['source']:.3f})")
     for name, m in (metrics.get("outputs") or {}).items():
         prefix = f"{name} " if len(metrics["outputs"]) > 1 else ""
         if "top1_agreement" in m:

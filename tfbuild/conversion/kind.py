@@ -23,8 +23,14 @@ TOOL_DISTRIBUTIONS = {
     "tensorflow": ("tensorflow", "tensorflow-cpu", "tensorflow-intel", "tensorflow-macos", "tf-nightly"),
     "keras": ("keras", "keras-nightly"),
     "ai-edge-litert": ("ai-edge-litert", "ai-edge-litert-nightly"),
+    "torch": ("torch",),
+    "litert-torch": ("litert-torch", "litert-torch-nightly"),
+    "ai-edge-quantizer": ("ai-edge-quantizer", "ai-edge-quantizer-nightly"),
+    "litert-converter": ("litert-converter",),
 }
 TENSORFLOW_TOOLS = ("tensorflow", "keras", "ai-edge-litert")  # TensorFlow's converter, LiteRT's checks
+# torch.export, litert-torch's converter (on litert-converter), ai-edge-quantizer, LiteRT's checks
+TORCH_TOOLS = ("torch", "litert-torch", "ai-edge-quantizer", "litert-converter", "ai-edge-litert")
 VERSIONS_SEAM = "TFBUILD_TOOL_VERSIONS"  # JSON dict; lets tests simulate a tool upgrade
 
 

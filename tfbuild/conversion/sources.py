@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tfbuild.conversion import factory, keras_file, saved_model
+from tfbuild.conversion import factory, keras_file, saved_model, torch_source
 from tfbuild.conversion.kind import TOOL_DISTRIBUTIONS, VERSIONS_SEAM, Kind, tool_versions
 from tfbuild.errors import UserError
 from tfbuild.jobs import enter_stage
@@ -23,10 +23,11 @@ if TYPE_CHECKING:
     from tfbuild.conversion.source import Source
     from tfbuild.recipe import ModelSection, Recipe
 
+
 def _kinds() -> list[Kind]:
     """Every kind, in the order they are asked (the first that matches takes the source); read
     at each call, so that a test can replace one."""
-    return [factory.KIND, saved_model.KIND, keras_file.KIND]
+    return [torch_source.KIND, torch_source.PROGRAM_KIND, factory.KIND, saved_model.KIND, keras_file.KIND]
 
 
 def kind_of(model: "ModelSection", root: Path, *, file: str) -> Kind:
