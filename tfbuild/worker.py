@@ -67,8 +67,18 @@ def main(connection, warm_log: str | None = None) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     connection.close()
+    _release_semaphores()
     # Everything is written and reported: skip TensorFlow's slow interpreter teardown.
     os._exit(0)
+
+
+def _release_semaphores() -> None:
+    """Semaphores a job's libraries made (torch's and jax's multiprocessing locks) are released
+    as a normal exit would: skipped by os._exit, the resource tracker this process shares with
+    the build would print a "leaked semaphore" warning under the build's summary."""
+    from multiprocessing import util
+
+    util._run_finalizers(0)
 
 
 def run_in_this_process(job: JobSpec, emit: Callable[[Event], None], *, forget_modules: bool = True) -> None:

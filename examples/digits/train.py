@@ -49,10 +49,15 @@ def main() -> None:
     _, accuracy = model.evaluate(x_test, y_test, verbose=0)
     print(f"held-out accuracy: {accuracy:.4f}")
     model.save(HERE / "digits.keras")
-    np.savez_compressed(HERE / "calibration.npz", image=x_train[:200])
-    np.savez_compressed(HERE / "evaluation.npz", image=x_test, labels=y_test)
-    (HERE / "labels.txt").write_text("\n".join(["zero", "one", "two", "three", "four", "five",
-                                                "six", "seven", "eight", "nine"]) + "\n")
+    save_data(HERE, x_train, x_test, y_test)
+
+
+def save_data(folder: Path, x_train, x_test, y_test) -> None:
+    """Calibration and evaluation sets (channel-last images) and the labels, beside the model."""
+    np.savez_compressed(folder / "calibration.npz", image=x_train[:200])
+    np.savez_compressed(folder / "evaluation.npz", image=x_test, labels=y_test)
+    (folder / "labels.txt").write_text("\n".join(["zero", "one", "two", "three", "four", "five",
+                                                  "six", "seven", "eight", "nine"]) + "\n")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
-from examples.digits.train import load_digits_split  # noqa: E402  (the same split as the Keras example)
+from examples.digits.train import load_digits_split, save_data  # noqa: E402  (the same split as the Keras example)
 from examples.torch_digits.model import WEIGHTS, DigitsNet  # noqa: E402
 
 SEED = 7
@@ -48,10 +48,7 @@ def main() -> None:
         predicted = model(torch.from_numpy(np.ascontiguousarray(x_test.transpose(0, 3, 1, 2)))).argmax(-1).numpy()
     print(f"held-out accuracy: {(predicted == y_test).mean():.4f}")
     torch.save(model.state_dict(), WEIGHTS)
-    np.savez_compressed(HERE / "calibration.npz", image=x_train[:200])
-    np.savez_compressed(HERE / "evaluation.npz", image=x_test, labels=y_test)
-    (HERE / "labels.txt").write_text("\n".join(["zero", "one", "two", "three", "four", "five",
-                                                "six", "seven", "eight", "nine"]) + "\n")
+    save_data(HERE, x_train, x_test, y_test)
 
 
 if __name__ == "__main__":
