@@ -78,7 +78,7 @@ def _release_semaphores() -> None:
     the build would print a "leaked semaphore" warning under the build's summary."""
     from multiprocessing import util
 
-    util._run_finalizers(0)
+    util._run_finalizers(0)  # type: ignore[attr-defined]  # what a normal exit runs
 
 
 def run_in_this_process(job: JobSpec, emit: Callable[[Event], None], *, forget_modules: bool = True) -> None:
