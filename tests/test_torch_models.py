@@ -32,7 +32,7 @@ import torch  # noqa: E402
 from tfbuild import torch_models as tm  # noqa: E402
 from tfbuild.errors import ConversionFailed, UserError  # noqa: E402
 from tfbuild.recipe import InputSpec  # noqa: E402
-from tfbuild.verify import float_ops  # noqa: E402
+from tfbuild.layer_error import float_ops  # noqa: E402
 
 FILE = "recipes/t.yaml"
 
